@@ -1,0 +1,132 @@
+"""Wiring: ``create_app(settings)`` builds the Starlette app from explicit parts.
+
+This module only assembles: it opens the database and the key store when the
+app starts (lifespan), chooses the user store, mounts the routes and the
+cross-cutting middleware (security headers, body limits, error pages). It holds
+no protocol logic and nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+
+from bridge.connectors import UserStore
+from bridge.keys import KeyStore, hash_secret
+from bridge.registry import Registry, load_file_registrations
+from bridge.settings import ConfigurationError, Problem, Settings, load_settings
+from bridge.storage.db import Database
+from bridge.storage.repo import Store
+
+log = logging.getLogger("bridge")
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; one instance per process."""
+
+    settings: Settings
+    db: Database
+    store: Store
+    keys: KeyStore
+    registry: Registry
+    users: UserStore
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_registry(settings: Settings, store: Store, keys: KeyStore) -> Registry:
+    """File registrations (validated) layered over the stored ones; raises on any problem."""
+    sink: list[Problem] = []
+    files = load_file_registrations(settings.registrations, sink, hash_secret=hash_secret)
+    if sink:
+        raise ConfigurationError(sink)
+    registry = Registry(
+        files,
+        store,
+        hash_secret=hash_secret,
+        encrypt=keys.encrypt_secret,
+        decrypt=keys.decrypt_secret,
+    )
+    clashes = registry.conflicts()
+    if clashes:
+        raise ConfigurationError(clashes)
+    return registry
+
+
+def open_services(
+    settings: Settings,
+    *,
+    users: UserStore | None = None,
+    imis_base_url: str | None = None,
+    auto_upgrade: bool | None = None,
+) -> Services:
+    """Open database, keys, registry and user store for ``settings`` (touches disk)."""
+    from bridge.connectors.imis import ImisUserStore
+
+    db = Database(settings.database_url)
+    if auto_upgrade is None:
+        auto_upgrade = db.is_sqlite
+    db.ensure_schema(auto_upgrade=auto_upgrade)
+    store = Store(db)
+    keys = KeyStore.load_or_create(settings.keys_dir)
+    registry = build_registry(settings, store, keys)
+    if users is None:
+        base = imis_base_url
+        if base is None and settings.imis.uses_simulator:
+            base = f"{settings.issuer}/_demo/imis"
+        users = ImisUserStore(settings.imis, base_url=base)
+    return Services(
+        settings=settings, db=db, store=store, keys=keys, registry=registry, users=users
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    users: UserStore | None = None,
+    imis_base_url: str | None = None,
+    extra_routes: list[BaseRoute] | None = None,
+    on_startup: Callable[[Services], None] | None = None,
+) -> Starlette:
+    """The bridge as an ASGI app. ``users`` replaces the iMIS connector (tests, other sources)."""
+    from bridge.middleware import SecurityHeadersMiddleware, error_handlers
+    from bridge.routes import all_routes
+
+    routes: list[BaseRoute] = [*all_routes(), *(extra_routes or [])]
+    if settings.imis.uses_simulator and imis_base_url is None and users is None:
+        from bridge.connectors.simulator import create_simulator
+
+        routes.append(Mount("/_demo/imis", app=create_simulator()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = open_services(settings, users=users, imis_base_url=imis_base_url)
+        app.state.services = services
+        if on_startup is not None:
+            on_startup(services)
+        log.info("imis-bridge ready at %s", settings.issuer)
+        try:
+            yield
+        finally:
+            await services.users.aclose()
+            services.db.dispose()
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeadersMiddleware)],
+        exception_handlers=error_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """uvicorn factory for ``bridge serve --workers N``: reads ``BRIDGE_CONFIG_DIR``."""
+    return create_app(load_settings(os.environ.get("BRIDGE_CONFIG_DIR", "config")))

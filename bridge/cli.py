@@ -1,0 +1,454 @@
+"""The ``bridge`` command line: serve, demo, config checks, registrations, keys, database.
+
+Each sub-command parses its arguments, calls one function of the package and
+prints a short human answer (or JSON with ``--json``). Exit status is 0 on
+success and non-zero with a one-line reason otherwise; configuration problems
+are printed one per line, naming file, key and reason. Secrets are read from
+standard input (``--secret-stdin``) so they never land in shell history, and
+are never printed back, except a newly generated client secret, shown once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import BridgeError
+from bridge.settings import ConfigurationError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_CONFIG = 2
+
+
+def _fail(message: str, code: int = EXIT_FAIL) -> int:
+    print(f"bridge: {message}", file=sys.stderr)
+    return code
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def _print_problems(exc: ConfigurationError) -> int:
+    print("bridge: the configuration cannot be used:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+# --- serve / demo / checks ----------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app import create_app, open_services
+    from bridge.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    # Fail before binding the port: bad registrations, a schema that is behind.
+    services = open_services(settings)
+    services.db.dispose()
+    print(f"imis-bridge serving {settings.issuer} on http://{args.host}:{args.port}", flush=True)
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "proxy_headers": True,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+        "server_header": False,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if args.workers > 1:
+        os.environ["BRIDGE_CONFIG_DIR"] = str(settings.config_dir)
+        uvicorn.run("bridge.app:create_app_from_env", factory=True, workers=args.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    return run_demo(port=args.port, folder=Path(args.dir))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from bridge.app import build_registry
+    from bridge.keys import hash_secret
+    from bridge.registry import load_file_registrations
+    from bridge.settings import Problem
+
+    settings = _settings(args)
+    sink: list[Problem] = []
+    files = load_file_registrations(settings.registrations, sink, hash_secret=hash_secret)
+    if sink:
+        raise ConfigurationError(sink)
+    if args.database:
+        from bridge.keys import KeyStore
+        from bridge.storage.db import Database
+        from bridge.storage.repo import Store
+
+        db = Database(settings.database_url)
+        try:
+            db.ensure_schema(auto_upgrade=False)
+            build_registry(settings, Store(db), KeyStore.load_or_create(settings.keys_dir))
+        finally:
+            db.dispose()
+    print(f"configuration OK: issuer {settings.issuer}, {len(files)} registration(s) in files")
+    for reg in files:
+        print(f"  {reg.slug:<24} {reg.profile:<8} {reg.name}")
+    return EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from bridge.storage.db import Database
+
+    settings = _settings(args)
+    db = Database(settings.database_url)
+    try:
+        before = db.schema_state()
+        db.upgrade()
+        print(f"database schema upgraded (was {before}, now {db.schema_state()})")
+    finally:
+        db.dispose()
+    return EXIT_OK
+
+
+def cmd_imis_check(args: argparse.Namespace) -> int:
+    from bridge.connectors.check import run_check
+
+    settings = _settings(args)
+    return run_check(settings, args.user)
+
+
+def cmd_imis_simulator(args: argparse.Namespace) -> int:
+    from bridge.connectors.simulator import serve_simulator
+
+    return serve_simulator(args.port, args.people, args.latency_ms)
+
+
+# --- registrations ------------------------------------------------------------
+
+
+def _open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
+    from bridge.app import open_services
+
+    settings = _settings(args)
+    services = open_services(settings, users=_NoUsers())
+    return services, services.registry
+
+
+class _NoUsers:
+    """The CLI never signs anyone in; it needs no connection to iMIS."""
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _parse_value(text: str) -> Any:
+    """``--set key=value``: a TOML value if it parses (lists, booleans), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _collect(args: argparse.Namespace) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if getattr(args, "file", None):
+        with open(args.file, "rb") as fh:
+            data.update(tomllib.load(fh))
+    for item in getattr(args, "set", None) or []:
+        if "=" not in item:
+            raise BridgeError(f"--set needs key=value, not {item!r}")
+        key, value = item.split("=", 1)
+        target = data
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = _parse_value(value.strip())
+    for item in getattr(args, "unset", None) or []:
+        data[item] = None
+    return data
+
+
+def _read_secret(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "secret_stdin", False):
+        return None
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        raise BridgeError("--secret-stdin: no secret on standard input")
+    return secret
+
+
+def _secret_key(profile: str) -> str:
+    return "shared_secret" if profile == "zendesk" else "client_secret"
+
+
+def _show(reg: Any, as_json: bool) -> None:
+    data = reg.to_data()
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for key, value in data.items():
+        print(f"{key:<28} {value}")
+
+
+def cmd_registrations(args: argparse.Namespace) -> int:
+    services, registry = _open_registry(args)
+    try:
+        return _registrations(args, services, registry)
+    finally:
+        services.db.dispose()
+
+
+def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> int:
+    import time
+
+    from bridge.keys import generate_client_secret
+
+    action = args.action
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    if action == "list":
+        regs = registry.all()
+        if args.json:
+            print(json.dumps([r.to_data() for r in regs], indent=2, sort_keys=True))
+        elif not regs:
+            print("no registrations")
+        else:
+            print(f"{'SLUG':<24} {'PROFILE':<8} {'SOURCE':<9} NAME")
+            for r in regs:
+                print(f"{r.slug:<24} {r.profile:<8} {r.source:<9} {r.name}")
+        return EXIT_OK
+    if action == "show":
+        reg = registry.get(args.slug)
+        if reg is None:
+            return _fail(f"no registration {args.slug!r}")
+        _show(reg, args.json)
+        return EXIT_OK
+    generated: str | None = None
+    if action in {"add", "edit"}:
+        data = _collect(args)
+        secret = _read_secret(args)
+        profile = data.get("profile") or (
+            registry.get(args.slug).profile
+            if action == "edit" and registry.get(args.slug)
+            else "oidc"
+        )
+        if secret is not None:
+            data[_secret_key(profile)] = secret
+        elif (
+            action == "add"
+            and profile == "oidc"
+            and not args.public
+            and "client_secret" not in data
+        ):
+            generated = data["client_secret"] = generate_client_secret()
+        if action == "add":
+            reg = registry.add(args.slug, data, actor=actor)
+        else:
+            reg = registry.edit(args.slug, data, actor=actor)
+    elif action == "rotate-secret":
+        current = registry.get(args.slug)
+        if current is None:
+            return _fail(f"no registration {args.slug!r}")
+        secret = _read_secret(args)
+        if secret is None and current.profile == "zendesk":
+            return _fail("a Zendesk secret comes from Zendesk: paste it with --secret-stdin")
+        if secret is None:
+            generated = secret = generate_client_secret()
+        reg = registry.edit(args.slug, {_secret_key(current.profile): secret}, actor=actor)
+    elif action == "remove":
+        if not registry.remove(args.slug):
+            return _fail(f"no stored registration {args.slug!r}")
+        services.store.audit(
+            actor=actor,
+            action="registration.remove",
+            target=args.slug,
+            detail={},
+            ip=None,
+            now=int(time.time()),
+        )
+        print(f"removed {args.slug}")
+        return EXIT_OK
+    else:  # pragma: no cover - argparse restricts the choices
+        return _fail(f"unknown action {action!r}")
+    services.store.audit(
+        actor=actor,
+        action=f"registration.{action}",
+        target=reg.slug,
+        detail={"fields": sorted(k for k in _collect(args) if "secret" not in k)},
+        ip=None,
+        now=int(time.time()),
+    )
+    _show(reg, args.json)
+    if generated:
+        print(
+            f"\nclient_secret (shown once, store it in the app now): {generated}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return EXIT_OK
+
+
+# --- keys -----------------------------------------------------------------------
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bridge import keys
+
+    settings = _settings(args)
+    if args.action == "list":
+        return keys.cmd_list(settings.keys_dir, args.json)
+    retire_after = max(settings.tokens.id_token_seconds, settings.tokens.access_token_seconds)
+    return keys.cmd_rotate(settings.keys_dir, args.alg, args.immediate, retire_after)
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def _with_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default="config",
+        metavar="DIR",
+        help="configuration folder with bridge.toml and registrations/ (default: ./config)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="imis-bridge: OpenID Connect and Zendesk sign-in for people in iMIS.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str, config: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if config:
+            _with_config(p)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("serve", cmd_serve, "run the bridge for real from a configuration folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="reverse proxies whose X-Forwarded-* headers are trusted",
+    )
+
+    p = command(
+        "demo", cmd_demo, "run a self-contained demo (simulated iMIS, demo apps)", config=False
+    )
+    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    p.add_argument("--dir", default=".bridge-demo", help="where the demo keeps its data")
+
+    p = command("check-config", cmd_check_config, "validate the configuration and exit")
+    p.add_argument(
+        "--database",
+        action="store_true",
+        help="also check the database schema and stored registrations",
+    )
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    p = db.add_parser("upgrade", help="bring the database schema up to date")
+    _with_config(p)
+    p.set_defaults(handler=cmd_db_upgrade)
+
+    imis = sub.add_parser("imis", help="iMIS connection").add_subparsers(
+        dest="action", required=True
+    )
+    p = imis.add_parser("check", help="sign the service account in and read a user")
+    _with_config(p)
+    p.add_argument("--user", help="an iMIS username to read as a test")
+    p.set_defaults(handler=cmd_imis_check)
+
+    p = command(
+        "imis-simulator", cmd_imis_simulator, "run the iMIS REST simulator alone", config=False
+    )
+    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--people", help="TOML or JSON file of people (default: the demo people)")
+    p.add_argument("--latency-ms", type=int, default=0, help="added latency per request")
+
+    regs = sub.add_parser(
+        "registrations",
+        help="app registrations (files are read-only; add/edit act on the database)",
+    ).add_subparsers(dest="action", required=True)
+    for action, help_ in (
+        ("list", "list every registration"),
+        ("show", "show one registration (never its secret)"),
+        ("add", "add a stored registration"),
+        ("edit", "change a stored registration"),
+        ("remove", "remove a stored registration"),
+        ("rotate-secret", "new client secret (printed once) or paste a new Zendesk secret"),
+    ):
+        p = regs.add_parser(action, help=help_, description=help_)
+        _with_config(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=cmd_registrations)
+        if action != "list":
+            p.add_argument("slug", help="the registration's slug")
+        if action in {"add", "edit"}:
+            p.add_argument("--file", help="read settings from a TOML file (registration format)")
+            p.add_argument(
+                "--set",
+                action="append",
+                metavar="KEY=VALUE",
+                help="set one key; VALUE is TOML (e.g. '[\"https://a/cb\"]') or text",
+            )
+        if action == "edit":
+            p.add_argument("--unset", action="append", metavar="KEY", help="remove one key")
+        if action == "add":
+            p.add_argument(
+                "--public", action="store_true", help="OIDC: a public PKCE client without a secret"
+            )
+        if action in {"add", "edit", "rotate-secret"}:
+            p.add_argument(
+                "--secret-stdin",
+                action="store_true",
+                help="read the client or shared secret from standard input",
+            )
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
+    p = keys.add_parser("list", help="list signing keys and their state")
+    _with_config(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_keys)
+    p = keys.add_parser("rotate", help="publish a new key, then (next run) sign with it")
+    _with_config(p)
+    p.add_argument("--alg", choices=["RS256", "ES256"], default="RS256")
+    p.add_argument(
+        "--immediate",
+        action="store_true",
+        help="publish and start signing at once (RPs caching JWKS may lag)",
+    )
+    p.set_defaults(handler=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ConfigurationError as exc:
+        return _print_problems(exc)
+    except BridgeError as exc:
+        return _fail(exc.message)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except KeyboardInterrupt:
+        return EXIT_FAIL

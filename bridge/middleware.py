@@ -1,0 +1,142 @@
+"""Cross-cutting HTTP behaviour: security headers, body limits and error pages.
+
+Every response gets the security headers (SECURITY D5); request bodies are
+capped before anyone parses them; every :class:`~bridge.errors.BridgeError` and
+every unexpected exception becomes one clear page or JSON document with the
+right status, never a stack trace. Route handlers stay free of this plumbing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.errors import BridgeError, PayloadTooLarge, ServiceUnavailable, TooManyRequests
+
+log = logging.getLogger("bridge.http")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+)
+DEFAULT_CSP = (
+    b"default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+    b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+class SecurityHeadersMiddleware:
+    """Adds security headers, refuses oversized bodies and headers with 413/431."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            await _plain(431, "Request headers too large")(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                await _plain(413, "Request body too large")(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise PayloadTooLarge()
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", DEFAULT_CSP))
+                if scope.get("scheme") == "https":
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_headers)
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(text, status_code=status, media_type="text/plain")
+
+
+def wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def error_response(request: Request, exc: BridgeError) -> Response:
+    headers: dict[str, str] = {"cache-control": "no-store"}
+    if isinstance(exc, ServiceUnavailable | TooManyRequests):
+        headers["retry-after"] = str(exc.retry_after)
+    if wants_json(request):
+        return JSONResponse(
+            {"error": exc.title, "message": exc.message},
+            status_code=exc.status_code,
+            headers=headers,
+        )
+    from bridge.templating import render
+
+    return render(
+        request,
+        "error.html",
+        {"title": exc.title, "message": exc.message, "retry_after": headers.get("retry-after")},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+async def _bridge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BridgeError)
+    if exc.status_code >= 500:
+        log.warning(
+            "%s %s -> %d: %s",
+            request.method,
+            request.url.path,
+            exc.status_code,
+            exc.detail or exc.message,
+        )
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err = BridgeError(exc.detail if isinstance(exc.detail, str) else None)
+    err.status_code = exc.status_code
+    err.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Bad request")
+    err.message = err.title if exc.status_code in (404, 405) else err.message
+    return error_response(request, err)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(request, BridgeError())
+
+
+def error_handlers() -> Mapping[Any, Any]:
+    return {BridgeError: _bridge_error, HTTPException: _http_error, Exception: _unexpected}

@@ -1,0 +1,193 @@
+"""The ``oidc`` profile: settings of a standard OpenID Connect client and its claims.
+
+Validates a registration's OIDC keys (client id, redirect URIs, scopes, signing
+algorithm) and computes the claims a person's :class:`Identity` yields for a
+set of granted scopes. It does not run the protocol: :mod:`bridge.oauth` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from bridge.identity import Identity
+from bridge.profiles import optional_str_list, parse_claims, require_str
+from bridge.settings import LOCAL_HOSTS, Problems
+
+NAME = "oidc"
+KEYS = frozenset(
+    {
+        "client_id",
+        "client_secret",
+        "redirect_uris",
+        "post_logout_redirect_uris",
+        "scopes",
+        "id_token_signed_response_alg",
+    }
+)
+SUPPORTED_SCOPES = ("openid", "profile", "email", "phone", "offline_access")
+DEFAULT_SCOPES = ("openid", "profile", "email")
+SIGNING_ALGS = ("RS256", "ES256")
+SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
+    "profile": ("name", "given_name", "family_name"),
+    "email": ("email", "email_verified"),
+    "phone": ("phone_number",),
+}
+#: Claims a mapping may not produce: protocol claims and standard ones we compute.
+RESERVED_CLAIMS = frozenset(
+    {
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "c_hash",
+        "acr",
+        "amr",
+        "azp",
+        "sid",
+        "scope",
+        "client_id",
+    }
+    | {c for claims in SCOPE_CLAIMS.values() for c in claims}
+)
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,200}$")
+_CLAIM_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class OidcOptions:
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    id_token_signed_response_alg: str = "RS256"
+    #: Hash of the client secret (bridge.keys.hash_secret); None for a public PKCE client.
+    client_secret_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def is_public(self) -> bool:
+        return self.client_secret_hash is None
+
+    def to_data(self) -> dict[str, Any]:
+        """Settings without the secret (what the database and the admin see)."""
+        return {
+            "client_id": self.client_id,
+            "redirect_uris": list(self.redirect_uris),
+            "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
+            "scopes": list(self.scopes),
+            "id_token_signed_response_alg": self.id_token_signed_response_alg,
+        }
+
+
+def _claim_target(target: str) -> str | None:
+    if not _CLAIM_NAME.match(target):
+        return "a claim name must be lowercase letters, digits and '_'"
+    if target in RESERVED_CLAIMS:
+        return f"{target!r} is a standard claim the bridge computes itself"
+    return None
+
+
+def parse_claim_mapping(value: Any, problems: Problems) -> dict[str, str]:
+    return parse_claims(value, problems, allowed=_claim_target)
+
+
+def valid_redirect_uri(uri: str) -> str | None:
+    """None if ``uri`` may be registered as a redirect URI, else why not."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "is not a URL"
+    if parts.fragment or "#" in uri:
+        return "must not contain a fragment"
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname in LOCAL_HOSTS:
+        return None
+    if parts.scheme == "http":
+        return "must use https (http only for localhost)"
+    if "." in parts.scheme and parts.path:  # RFC 8252 private-use scheme of a native app
+        return None
+    return "must be an absolute https URL"
+
+
+def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: Any) -> OidcOptions:
+    """Validate the OIDC keys of a registration; ``client_secret`` (plain) is hashed here."""
+    client_id = require_str(data, "client_id", problems)
+    if client_id and not _CLIENT_ID.match(client_id):
+        problems.add("client_id", "may contain only letters, digits and . _ ~ -")
+    redirect_uris = optional_str_list(data, "redirect_uris", problems)
+    if "redirect_uris" in data and not redirect_uris:
+        problems.add("redirect_uris", "needs at least one URI")
+    elif "redirect_uris" not in data:
+        problems.add("redirect_uris", "is required")
+    logout_uris = optional_str_list(data, "post_logout_redirect_uris", problems)
+    for key, uris in (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", logout_uris)):
+        for i, uri in enumerate(uris):
+            reason = valid_redirect_uri(uri)
+            if reason:
+                problems.add(f"{key}[{i}]", f"{uri!r} {reason}")
+    scopes = optional_str_list(data, "scopes", problems) if "scopes" in data else DEFAULT_SCOPES
+    for scope in scopes:
+        if scope not in SUPPORTED_SCOPES:
+            problems.add(
+                "scopes", f"unknown scope {scope!r} (known: {', '.join(SUPPORTED_SCOPES)})"
+            )
+    if scopes and "openid" not in scopes:
+        problems.add("scopes", "must include 'openid'")
+    alg = data.get("id_token_signed_response_alg", "RS256")
+    if alg not in SIGNING_ALGS:
+        problems.add("id_token_signed_response_alg", f"must be one of {', '.join(SIGNING_ALGS)}")
+    secret = data.get("client_secret")
+    secret_hash = data.get("client_secret_hash")
+    if secret is not None:
+        if not isinstance(secret, str) or len(secret) < 16:
+            problems.add(
+                "client_secret", "must be at least 16 characters (omit it for a public client)"
+            )
+        else:
+            secret_hash = hash_secret(secret)
+    return OidcOptions(
+        client_id=client_id,
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=logout_uris,
+        scopes=tuple(dict.fromkeys(scopes)),
+        id_token_signed_response_alg=alg if alg in SIGNING_ALGS else "RS256",
+        client_secret_hash=secret_hash if isinstance(secret_hash, str) else None,
+    )
+
+
+def claims_for(
+    identity: Identity,
+    scopes: Iterable[str],
+    mapping: Mapping[str, str],
+    *,
+    emails_verified: bool,
+) -> dict[str, Any]:
+    """The user claims (beyond ``sub``) that ``scopes`` release for ``identity``."""
+    granted = set(scopes)
+    claims: dict[str, Any] = {}
+    if "profile" in granted:
+        claims["name"] = identity.display_name
+        if identity.first_name:
+            claims["given_name"] = identity.first_name
+        if identity.last_name:
+            claims["family_name"] = identity.last_name
+        for target, source in mapping.items():
+            value = identity.field(source)
+            if value is not None:
+                claims[target] = value
+    if "email" in granted and identity.email:
+        claims["email"] = identity.email
+        claims["email_verified"] = emails_verified
+    if "phone" in granted and identity.phone:
+        claims["phone_number"] = identity.phone
+    return claims

@@ -1,0 +1,349 @@
+"""App registrations: one model for every relying party, from files and the database.
+
+Registrations written in ``DIR/registrations/*.toml`` are read-only and marked
+as coming from a file; registrations created through the CLI or admin live in
+the database. Both are layered here, with a slug and a client_id unique across
+both. Each registration's own keys are validated by its profile type; this
+module validates the common keys, hashes RP client secrets and encrypts Zendesk
+shared secrets before anything is stored. Stored registrations are read from
+the database on every look-up, so an edit (a new Zendesk secret, say) takes
+effect on the next request on every instance without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bridge.errors import BadRequest, InvalidRegistration, NotFound
+from bridge.profiles import COMMON_KEYS, AccessRule, parse_access, properties_needed
+from bridge.profiles import oidc as oidc_profile
+from bridge.profiles import zendesk as zendesk_profile
+from bridge.settings import Problem, Problems, RegistrationSource, is_valid_slug
+from bridge.storage.models import RegistrationRow
+
+ProfileOptions = oidc_profile.OidcOptions | zendesk_profile.ZendeskOptions
+PROFILE_TYPES = {oidc_profile.NAME: oidc_profile, zendesk_profile.NAME: zendesk_profile}
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    slug: str
+    name: str
+    profile: str
+    options: ProfileOptions
+    access: AccessRule = field(default_factory=AccessRule)
+    claims: Mapping[str, str] = field(default_factory=dict)
+    enabled: bool = True
+    source: Literal["file", "database"] = "database"
+    file: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.source == "file"
+
+    @property
+    def client_id(self) -> str | None:
+        return (
+            self.options.client_id if isinstance(self.options, oidc_profile.OidcOptions) else None
+        )
+
+    @property
+    def oidc(self) -> oidc_profile.OidcOptions:
+        if not isinstance(self.options, oidc_profile.OidcOptions):
+            raise TypeError(f"registration {self.slug} is not an OIDC registration")
+        return self.options
+
+    @property
+    def zendesk(self) -> zendesk_profile.ZendeskOptions:
+        if not isinstance(self.options, zendesk_profile.ZendeskOptions):
+            raise TypeError(f"registration {self.slug} is not a Zendesk registration")
+        return self.options
+
+    @property
+    def imis_properties(self) -> tuple[str, ...]:
+        return properties_needed(self.access, self.claims)
+
+    def to_data(self) -> dict[str, Any]:
+        """Everything but secrets, as a user would write it in a file."""
+        data: dict[str, Any] = {
+            "slug": self.slug,
+            "name": self.name,
+            "profile": self.profile,
+            "enabled": self.enabled,
+            "source": self.source,
+            **self.options.to_data(),
+        }
+        if isinstance(self.options, oidc_profile.OidcOptions):
+            data["client_type"] = "public" if self.options.is_public else "confidential"
+        else:
+            data["shared_secret_set"] = bool(self.options.shared_secret)
+        if self.file:
+            data["file"] = self.file
+        access = self.access.to_data()
+        if access:
+            data["access"] = access
+        if self.claims:
+            data["claims"] = dict(self.claims)
+        return data
+
+
+def parse_registration(
+    slug: str,
+    data: Mapping[str, Any],
+    problems: Problems,
+    *,
+    hash_secret: Callable[[str], str],
+    source: Literal["file", "database"] = "database",
+    file: str | None = None,
+) -> Registration | None:
+    """Validate one registration; returns None (with problems added) when it is unusable."""
+    before = problems.count
+    if not is_valid_slug(slug):
+        problems.add("slug", f"{slug!r} is not a valid slug (lowercase letters, digits, '-')")
+    profile_name = data.get("profile")
+    module = PROFILE_TYPES.get(profile_name) if isinstance(profile_name, str) else None
+    if module is None:
+        problems.add("profile", f"must be one of {', '.join(PROFILE_TYPES)}, not {profile_name!r}")
+        return None
+    for key in data:
+        if key not in COMMON_KEYS and key not in module.KEYS and key != "client_secret_hash":
+            problems.add(key, f"unknown key for profile {profile_name!r}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.add("name", "is required (shown to people on the sign-in page)")
+        name = slug
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.add("enabled", "must be true or false")
+        enabled = True
+    access = parse_access(data.get("access"), problems)
+    options: ProfileOptions = module.parse_options(data, problems, hash_secret=hash_secret)
+    claims = module.parse_claim_mapping(data.get("claims"), problems)
+    if problems.count > before:
+        return None
+    return Registration(
+        slug=slug,
+        name=name.strip(),
+        profile=profile_name,  # type: ignore[arg-type]
+        options=options,
+        access=access,
+        claims=claims,
+        enabled=enabled,
+        source=source,
+        file=file,
+    )
+
+
+def load_file_registrations(
+    sources: Sequence[RegistrationSource], sink: list[Problem], *, hash_secret: Callable[[str], str]
+) -> list[Registration]:
+    """Validate the registrations read from files; problems go to ``sink``."""
+    found: list[Registration] = []
+    client_ids: dict[str, str] = {}
+    for src in sources:
+        problems = Problems(src.file, sink)
+        reg = parse_registration(
+            src.slug, src.data, problems, hash_secret=hash_secret, source="file", file=src.file
+        )
+        if reg is None:
+            continue
+        if reg.client_id is not None:
+            if reg.client_id in client_ids:
+                problems.add(
+                    "client_id", f"{reg.client_id!r} is also used by {client_ids[reg.client_id]}"
+                )
+                continue
+            client_ids[reg.client_id] = src.file
+        found.append(reg)
+    return found
+
+
+class RegistrationStore:
+    """What the registry needs from storage (implemented by bridge.storage.repo.Store)."""
+
+    def list_registrations(self) -> list[RegistrationRow]: ...
+    def get_registration(self, slug: str) -> RegistrationRow | None: ...
+    def get_registration_by_client_id(self, client_id: str) -> RegistrationRow | None: ...
+    def insert_registration(self, row: RegistrationRow) -> None: ...
+    def update_registration(self, row: RegistrationRow) -> None: ...
+    def delete_registration(self, slug: str) -> bool: ...
+
+
+class Registry:
+    """File registrations layered over stored ones; the single place to find an RP."""
+
+    def __init__(
+        self,
+        files: Sequence[Registration],
+        store: Any,
+        *,
+        hash_secret: Callable[[str], str],
+        encrypt: Callable[[str], str],
+        decrypt: Callable[[str], str],
+    ) -> None:
+        self._files = {r.slug: r for r in files}
+        self._file_clients = {r.client_id: r for r in files if r.client_id}
+        self._store: RegistrationStore = store
+        self._hash = hash_secret
+        self._encrypt = encrypt
+        self._decrypt = decrypt
+
+    # --- reading ------------------------------------------------------------
+
+    def get(self, slug: str) -> Registration | None:
+        if slug in self._files:
+            return self._files[slug]
+        row = self._store.get_registration(slug)
+        return self._from_row(row) if row else None
+
+    def by_client_id(self, client_id: str) -> Registration | None:
+        if client_id in self._file_clients:
+            return self._file_clients[client_id]
+        row = self._store.get_registration_by_client_id(client_id)
+        return self._from_row(row) if row else None
+
+    def all(self) -> list[Registration]:
+        stored = [self._from_row(row) for row in self._store.list_registrations()]
+        merged = {r.slug: r for r in stored} | self._files
+        return sorted(merged.values(), key=lambda r: r.slug)
+
+    def conflicts(self) -> list[Problem]:
+        """Stored registrations that clash with a file's slug or client_id."""
+        found = []
+        for row in self._store.list_registrations():
+            if row.slug in self._files:
+                found.append(
+                    Problem(
+                        self._files[row.slug].file or "",
+                        "slug",
+                        f"{row.slug!r} is also a stored registration",
+                    )
+                )
+            elif row.client_id and row.client_id in self._file_clients:
+                clash = self._file_clients[row.client_id]
+                found.append(
+                    Problem(
+                        clash.file or "",
+                        "client_id",
+                        f"{row.client_id!r} is also used by stored registration {row.slug!r}",
+                    )
+                )
+        return found
+
+    def _from_row(self, row: RegistrationRow) -> Registration:
+        data: dict[str, Any] = json.loads(row.options_json)
+        data.update(name=row.name, profile=row.profile)
+        if row.secret_hash:
+            data["client_secret_hash"] = row.secret_hash
+        if row.secret_encrypted:
+            data["shared_secret"] = self._decrypt(row.secret_encrypted)
+        sink: list[Problem] = []
+        reg = parse_registration(
+            row.slug, data, Problems(f"registration {row.slug}", sink), hash_secret=self._hash
+        )
+        if reg is None:  # validated on write; a hand-edited row is refused loudly
+            raise InvalidRegistration([(p.key, p.reason) for p in sink])
+        return reg
+
+    # --- writing (stored registrations only) ----------------------------------
+
+    def add(self, slug: str, data: Mapping[str, Any], *, actor: str) -> Registration:
+        if slug in self._files:
+            raise BadRequest(
+                f"{slug!r} is defined in {self._files[slug].file}; files are read-only"
+            )
+        reg = self._validate(slug, data)
+        self._check_client_id(reg)
+        row = self._to_row(reg, data, existing=None, actor=actor)
+        self._store.insert_registration(row)
+        return reg
+
+    def edit(self, slug: str, changes: Mapping[str, Any], *, actor: str) -> Registration:
+        if slug in self._files:
+            raise BadRequest(
+                f"{slug!r} is defined in {self._files[slug].file}; files are read-only"
+            )
+        row = self._store.get_registration(slug)
+        if row is None:
+            raise NotFound(f"no stored registration {slug!r}")
+        data: dict[str, Any] = json.loads(row.options_json)
+        data.update(name=row.name, profile=row.profile)
+        if "profile" in changes and changes["profile"] != row.profile:
+            raise BadRequest("the profile of a registration cannot change; add a new one")
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        if row.secret_hash and "client_secret" not in changes:
+            data["client_secret_hash"] = row.secret_hash
+        if row.secret_encrypted and "shared_secret" not in changes:
+            data["shared_secret"] = self._decrypt(row.secret_encrypted)
+        reg = self._validate(slug, data)
+        self._check_client_id(reg)
+        self._store.update_registration(self._to_row(reg, data, existing=row, actor=actor))
+        return reg
+
+    def remove(self, slug: str) -> bool:
+        if slug in self._files:
+            raise BadRequest(
+                f"{slug!r} is defined in {self._files[slug].file}; files are read-only"
+            )
+        return self._store.delete_registration(slug)
+
+    def _validate(self, slug: str, data: Mapping[str, Any]) -> Registration:
+        sink: list[Problem] = []
+        reg = parse_registration(
+            slug, data, Problems(f"registration {slug}", sink), hash_secret=self._hash
+        )
+        if reg is None:
+            raise InvalidRegistration([(p.key, p.reason) for p in sink])
+        return reg
+
+    def _check_client_id(self, reg: Registration) -> None:
+        if reg.client_id is None:
+            return
+        if reg.client_id in self._file_clients:
+            raise BadRequest(f"client_id {reg.client_id!r} is already used by a file registration")
+        other = self._store.get_registration_by_client_id(reg.client_id)
+        if other is not None and other.slug != reg.slug:
+            raise BadRequest(f"client_id {reg.client_id!r} is already used by {other.slug!r}")
+
+    def _to_row(
+        self,
+        reg: Registration,
+        data: Mapping[str, Any],
+        *,
+        existing: RegistrationRow | None,
+        actor: str,
+    ) -> RegistrationRow:
+        now = int(time.time())
+        options = reg.options.to_data()
+        access = reg.access.to_data()
+        if access:
+            options["access"] = access
+        if reg.claims:
+            options["claims"] = dict(reg.claims)
+        options["enabled"] = reg.enabled
+        secret_hash = None
+        secret_encrypted = None
+        if isinstance(reg.options, oidc_profile.OidcOptions):
+            secret_hash = reg.options.client_secret_hash
+        else:
+            secret_encrypted = self._encrypt(reg.options.shared_secret)
+        return RegistrationRow(
+            slug=reg.slug,
+            name=reg.name,
+            profile=reg.profile,
+            client_id=reg.client_id,
+            options_json=json.dumps(options, sort_keys=True),
+            secret_hash=secret_hash,
+            secret_encrypted=secret_encrypted,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+            updated_by=actor,
+        )

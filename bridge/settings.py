@@ -1,0 +1,499 @@
+"""Typed server settings, read from ``DIR/bridge.toml`` and ``DIR/registrations/*.toml``.
+
+This module owns the configuration *format*: which keys exist, their types and
+defaults, ``${ENV}`` expansion and ``BRIDGE_*`` overrides. It collects every
+problem (file, key, reason) before giving up, so an operator fixes a config in
+one pass. It does not validate what a registration's profile means: that lives
+with the profile (see :mod:`bridge.registry`). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the configuration."""
+
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{where}: {self.reason}"
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot be used; ``problems`` says every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class Problems:
+    """Collects problems for one file while it is being read."""
+
+    def __init__(self, file: str, sink: list[Problem]) -> None:
+        self.file = file
+        self._sink = sink
+
+    def add(self, key: str, reason: str) -> None:
+        self._sink.append(Problem(self.file, key, reason))
+
+    @property
+    def count(self) -> int:
+        return sum(1 for p in self._sink if p.file == self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class ImisSettings:
+    base_url: str = "simulator"
+    service_username: str | None = None
+    service_password: str | None = field(default=None, repr=False)
+    phone_region: str = "US"
+    connect_timeout: float = 3.0
+    timeout: float = 10.0
+    retries: int = 2
+    emails_verified: bool = False
+    shared_email_cache_seconds: int = 300
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.base_url == "simulator"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    organization_name: str = "Your association"
+    logo_url: str | None = None
+    forgot_password_url: str | None = None
+    support_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    lifetime_seconds: int = 8 * 3600
+    idle_seconds: int = 2 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSettings:
+    code_seconds: int = 60
+    access_token_seconds: int = 600
+    id_token_seconds: int = 600
+    refresh_token_seconds: int = 30 * 24 * 3600
+    refresh_reuse_grace_seconds: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    """Throttling of failed sign-ins: exponential delay, never a hard lockout."""
+
+    throttle_free_failures: int = 3
+    throttle_base_seconds: float = 1.0
+    throttle_max_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationSource:
+    """A registration as written in a file, ``${ENV}`` already expanded."""
+
+    slug: str
+    file: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    issuer: str
+    config_dir: Path
+    database_url: str = "sqlite:///bridge.db"
+    keys_dir: Path = Path("keys")
+    log_level: str = "info"
+    #: Mounts the demo pages (/_demo/...): the built-in iMIS simulator, a demo OIDC
+    #: client and a demo Zendesk. Set by ``bridge demo``; never in production.
+    demo: bool = False
+    #: Server-only override of ``https://{subdomain}.zendesk.com`` (demo and tests).
+    #: ``{subdomain}`` in it is replaced. Never settable from a registration.
+    zendesk_base_url: str | None = None
+    imis: ImisSettings = ImisSettings()
+    admin: AdminSettings = AdminSettings()
+    ui: UiSettings = UiSettings()
+    sessions: SessionSettings = SessionSettings()
+    tokens: TokenSettings = TokenSettings()
+    login: LoginSettings = LoginSettings()
+    registrations: tuple[RegistrationSource, ...] = ()
+
+    @property
+    def secure_cookies(self) -> bool:
+        return urlsplit(self.issuer).scheme == "https"
+
+    def zendesk_origin(self, subdomain: str) -> str:
+        """Where Zendesk for ``subdomain`` lives (the real host unless overridden)."""
+        if self.zendesk_base_url:
+            return self.zendesk_base_url.replace("{subdomain}", subdomain).rstrip("/")
+        return f"https://{subdomain}.zendesk.com"
+
+
+# --- schema -----------------------------------------------------------------
+
+Converter = Callable[[Any, Problems, str], Any]
+
+
+def _str(value: Any, problems: Problems, key: str) -> Any:
+    if not isinstance(value, str):
+        problems.add(key, f"must be a string, not {type(value).__name__}")
+        return None
+    return value
+
+
+def _int(value: Any, problems: Problems, key: str) -> Any:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(key, f"must be a whole number, not {type(value).__name__}")
+        return None
+    if value < 0:
+        problems.add(key, "must not be negative")
+        return None
+    return value
+
+
+def _float(value: Any, problems: Problems, key: str) -> Any:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            problems.add(key, f"must be a number, not {value!r}")
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.add(key, f"must be a number, not {type(value).__name__}")
+        return None
+    if value < 0:
+        problems.add(key, "must not be negative")
+        return None
+    return float(value)
+
+
+def _bool(value: Any, problems: Problems, key: str) -> Any:
+    if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
+        return value.lower() in {"true", "1", "yes"}
+    if not isinstance(value, bool):
+        problems.add(key, f"must be true or false, not {type(value).__name__}")
+        return None
+    return value
+
+
+def _str_list(value: Any, problems: Problems, key: str) -> Any:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.add(key, "must be a list of strings")
+        return None
+    return tuple(value)
+
+
+def _url(value: Any, problems: Problems, key: str) -> Any:
+    text = _str(value, problems, key)
+    if text is None:
+        return None
+    if not is_http_url(text):
+        problems.add(key, f"must be an http(s) URL, not {text!r}")
+        return None
+    return text
+
+
+def _optional_url(value: Any, problems: Problems, key: str) -> Any:
+    if value == "":
+        return None
+    return _url(value, problems, key)
+
+
+def _optional_str(value: Any, problems: Problems, key: str) -> Any:
+    text = _str(value, problems, key)
+    return text or None
+
+
+def is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname) and " " not in text
+
+
+def _section(cls: type, fields_: Mapping[str, Converter]) -> tuple[type, Mapping[str, Converter]]:
+    return cls, fields_
+
+
+_SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
+    "imis": _section(
+        ImisSettings,
+        {
+            "base_url": _str,
+            "service_username": _optional_str,
+            "service_password": _optional_str,
+            "phone_region": _str,
+            "connect_timeout": _float,
+            "timeout": _float,
+            "retries": _int,
+            "emails_verified": _bool,
+            "shared_email_cache_seconds": _int,
+        },
+    ),
+    "admin": _section(AdminSettings, {"users": _str_list}),
+    "ui": _section(
+        UiSettings,
+        {
+            "organization_name": _str,
+            "logo_url": _optional_url,
+            "forgot_password_url": _optional_url,
+            "support_email": _optional_str,
+        },
+    ),
+    "sessions": _section(SessionSettings, {"lifetime_seconds": _int, "idle_seconds": _int}),
+    "tokens": _section(
+        TokenSettings,
+        {
+            "code_seconds": _int,
+            "access_token_seconds": _int,
+            "id_token_seconds": _int,
+            "refresh_token_seconds": _int,
+            "refresh_reuse_grace_seconds": _int,
+        },
+    ),
+    "login": _section(
+        LoginSettings,
+        {
+            "throttle_free_failures": _int,
+            "throttle_base_seconds": _float,
+            "throttle_max_seconds": _float,
+        },
+    ),
+}
+
+_TOP: dict[str, Converter] = {
+    "issuer": _str,
+    "database_url": _str,
+    "keys_dir": _str,
+    "log_level": _str,
+    "demo": _bool,
+    "zendesk_base_url": _optional_url,
+}
+
+
+# --- loading ----------------------------------------------------------------
+
+
+def expand_env(value: Any, problems: Problems, key: str, env: Mapping[str, str]) -> Any:
+    """Replace ``${NAME}`` in every string (recursively); a missing variable is a problem."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                problems.add(key, f"environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, problems, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: expand_env(v, problems, _join(key, k), env) for k, v in value.items()}
+    return value
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        problems.add("", "file not found")
+    except tomllib.TOMLDecodeError as exc:
+        problems.add("", f"not valid TOML: {exc}")
+    except OSError as exc:
+        problems.add("", f"cannot be read: {exc.strerror}")
+    return {}
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``BRIDGE_KEY`` overrides a top-level key; ``BRIDGE_SECTION__KEY`` a section key."""
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("BRIDGE_") or name.startswith("BRIDGE_TEST_"):
+            continue
+        rest = name[len("BRIDGE_") :].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            if section in _SECTIONS and key in _SECTIONS[section][1]:
+                out.setdefault(section, {})[key] = value
+        elif rest in _TOP:
+            out[rest] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _convert(
+    raw: Mapping[str, Any], schema: Mapping[str, Converter], problems: Problems, prefix: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = _join(prefix, key)
+        converter = schema.get(key)
+        if converter is None:
+            problems.add(dotted, "unknown key")
+            continue
+        converted = converter(value, problems, dotted)
+        if converted is not None or value == "":
+            out[key] = converted
+    return out
+
+
+def _resolve(config_dir: Path, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else config_dir / path
+
+
+def _resolve_database_url(config_dir: Path, url: str) -> str:
+    """A relative SQLite path is relative to the config directory, like keys_dir."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str((config_dir / url[len(prefix) :]).resolve())
+    return url
+
+
+def _check_issuer(issuer: str, problems: Problems) -> None:
+    try:
+        parts = urlsplit(issuer)
+    except ValueError:
+        problems.add("issuer", f"not a URL: {issuer!r}")
+        return
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        problems.add("issuer", f"must be an https URL, not {issuer!r}")
+    elif parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+        problems.add("issuer", "must use https (http is allowed only for localhost/127.0.0.1)")
+    elif parts.query or parts.fragment:
+        problems.add("issuer", "must not have a query or fragment")
+
+
+def load_settings(
+    config_dir: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read ``bridge.toml`` and ``registrations/*.toml`` under ``config_dir``.
+
+    Raises :class:`ConfigurationError` listing every problem found.
+    """
+    env = os.environ if env is None else env
+    config_dir = Path(config_dir).resolve()
+    sink: list[Problem] = []
+    main_file = config_dir / "bridge.toml"
+    problems = Problems(str(main_file), sink)
+    raw = _read_toml(main_file, problems)
+    raw = _merge(raw, _env_overrides(env))
+    if overrides:
+        raw = _merge(raw, overrides)
+    raw = expand_env(raw, problems, "", env)
+
+    top_raw = {k: v for k, v in raw.items() if not isinstance(v, dict) or k not in _SECTIONS}
+    top = _convert(top_raw, _TOP, problems, "")
+    kwargs: dict[str, Any] = {}
+    for name, (cls, schema) in _SECTIONS.items():
+        section_raw = raw.get(name, {})
+        if not isinstance(section_raw, dict):
+            problems.add(name, "must be a table")
+            continue
+        kwargs[name] = cls(**_convert(section_raw, schema, problems, name))
+
+    issuer = top.pop("issuer", None)
+    if not issuer:
+        if "issuer" not in raw:
+            problems.add("issuer", "is required (the public base URL of the bridge)")
+        issuer = "http://invalid"
+    else:
+        _check_issuer(issuer, problems)
+    imis: ImisSettings | None = kwargs.get("imis")
+    if imis is not None and not imis.uses_simulator and not is_http_url(imis.base_url):
+        problems.add(
+            "imis.base_url", f"must be an http(s) URL or 'simulator', not {imis.base_url!r}"
+        )
+    if imis is not None and bool(imis.service_username) != bool(imis.service_password):
+        problems.add("imis", "service_username and service_password go together")
+    if "keys_dir" in top:
+        top["keys_dir"] = _resolve(config_dir, top["keys_dir"])
+    else:
+        top["keys_dir"] = config_dir / "keys"
+    top["database_url"] = _resolve_database_url(
+        config_dir, top.get("database_url") or "sqlite:///bridge.db"
+    )
+    if top.get("log_level", "info").lower() not in {"debug", "info", "warning", "error"}:
+        problems.add("log_level", "must be one of debug, info, warning, error")
+
+    registrations = tuple(_load_registrations(config_dir / "registrations", env, sink))
+    if sink:
+        raise ConfigurationError(sink)
+    return Settings(
+        issuer=issuer.rstrip("/"),
+        config_dir=config_dir,
+        registrations=registrations,
+        **top,
+        **kwargs,
+    )
+
+
+def _load_registrations(
+    folder: Path, env: Mapping[str, str], sink: list[Problem]
+) -> list[RegistrationSource]:
+    if not folder.is_dir():
+        return []
+    found: list[RegistrationSource] = []
+    for path in sorted(folder.glob("*.toml")):
+        problems = Problems(str(path), sink)
+        slug = path.stem
+        if not _SLUG.match(slug):
+            problems.add(
+                "", f"file name {slug!r} is not a valid slug (lowercase letters, digits, '-')"
+            )
+            continue
+        data = expand_env(_read_toml(path, problems), problems, "", env)
+        found.append(RegistrationSource(slug=slug, file=str(path), data=data))
+    return found
+
+
+def is_valid_slug(slug: str) -> bool:
+    return bool(_SLUG.match(slug))

@@ -1,0 +1,154 @@
+"""Tables of the bridge's own state (SQLModel), identical on SQLite and PostgreSQL.
+
+What must survive a request lives here, so any number of bridge processes can
+share one database. Every secret-bearing value is stored as a hash (tokens,
+codes, session ids, RP client secrets) or encrypted (Zendesk shared secrets);
+nothing here can be replayed from a database dump. Times are integer Unix
+seconds (UTC). This module declares tables only: queries live in
+:mod:`bridge.storage.repo`, schema changes in :mod:`bridge.migrations`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _epoch(*, index: bool = False, nullable: bool = False) -> int:
+    return Field(sa_column=Column(BigInteger, nullable=nullable, index=index))  # type: ignore[no-any-return]
+
+
+def _epoch_opt(*, index: bool = False) -> int | None:
+    return Field(default=None, sa_column=Column(BigInteger, nullable=True, index=index))  # type: ignore[no-any-return]
+
+
+class RegistrationRow(SQLModel, table=True):
+    """An app registration created through the CLI or admin UI (file ones are not stored)."""
+
+    __tablename__ = "registrations"
+    # Named, so a later (batch, on SQLite) migration can address it.
+    __table_args__ = (UniqueConstraint("client_id", name="uq_registrations_client_id"),)
+
+    slug: str = Field(primary_key=True, max_length=63)
+    name: str = Field(max_length=200)
+    profile: str = Field(max_length=32)
+    client_id: str | None = Field(default=None, max_length=200)
+    #: Profile options as JSON, without any secret.
+    options_json: str = Field(sa_column=Column(Text, nullable=False))
+    #: OIDC client secret, hashed (see bridge.keys.hash_secret); None for public clients.
+    secret_hash: str | None = Field(default=None, max_length=200)
+    #: Zendesk shared secret, encrypted with the keyring.
+    secret_encrypted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: int = _epoch()
+    updated_at: int = _epoch()
+    updated_by: str | None = Field(default=None, max_length=200)
+
+
+class BrowserSessionRow(SQLModel, table=True):
+    """A signed-in browser; the cookie holds the id, the table only its hash."""
+
+    __tablename__ = "browser_sessions"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    imis_id: str = Field(max_length=64, index=True)
+    username: str = Field(max_length=200)
+    identity_json: str = Field(sa_column=Column(Text, nullable=False))
+    auth_time: int = _epoch()
+    created_at: int = _epoch()
+    last_seen_at: int = _epoch()
+    expires_at: int = _epoch(index=True)
+
+
+class PendingRequestRow(SQLModel, table=True):
+    """An authorization request waiting for the person to sign in."""
+
+    __tablename__ = "pending_requests"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)  # "oidc" | "zendesk"
+    registration: str = Field(max_length=63)
+    params_json: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: int = _epoch()
+    expires_at: int = _epoch(index=True)
+
+
+class AuthorizationCodeRow(SQLModel, table=True):
+    """A one-time authorization code; redeemed by one atomic conditional UPDATE."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: str = Field(primary_key=True, max_length=64)
+    grant_id: str = Field(max_length=64, index=True)
+    client_id: str = Field(max_length=200)
+    redirect_uri: str = Field(sa_column=Column(Text, nullable=False))
+    scope: str = Field(sa_column=Column(Text, nullable=False))
+    nonce: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    code_challenge: str = Field(max_length=128)
+    code_challenge_method: str = Field(max_length=16)
+    #: Indexed: signing out voids the session's unredeemed codes.
+    session_hash: str | None = Field(default=None, max_length=64, index=True)
+    imis_id: str = Field(max_length=64)
+    identity_json: str = Field(sa_column=Column(Text, nullable=False))
+    auth_time: int = _epoch()
+    created_at: int = _epoch()
+    expires_at: int = _epoch(index=True)
+    redeemed_at: int | None = _epoch_opt()
+
+
+class GrantRow(SQLModel, table=True):
+    """What one authorization gave one client: the family every token belongs to."""
+
+    __tablename__ = "grants"
+
+    id: str = Field(primary_key=True, max_length=64)
+    client_id: str = Field(max_length=200, index=True)
+    imis_id: str = Field(max_length=64, index=True)
+    scope: str = Field(sa_column=Column(Text, nullable=False))
+    session_hash: str | None = Field(default=None, max_length=64, index=True)
+    identity_json: str = Field(sa_column=Column(Text, nullable=False))
+    auth_time: int = _epoch()
+    created_at: int = _epoch()
+    expires_at: int = _epoch(index=True)
+    revoked_at: int | None = _epoch_opt()
+
+
+class TokenRow(SQLModel, table=True):
+    """An access or refresh token, stored as its SHA-256 hash."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (Index("ix_tokens_grant_kind", "grant_id", "kind"),)
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=8)  # "access" | "refresh"
+    grant_id: str = Field(max_length=64)
+    client_id: str = Field(max_length=200)
+    scope: str = Field(sa_column=Column(Text, nullable=False))
+    issued_at: int = _epoch()
+    expires_at: int = _epoch(index=True)
+    #: Refresh tokens: when it was exchanged for a new one (rotation).
+    rotated_at: int | None = _epoch_opt()
+    revoked_at: int | None = _epoch_opt()
+
+
+class LoginThrottleRow(SQLModel, table=True):
+    """Failed sign-ins per username or per client address (keys are hashed)."""
+
+    __tablename__ = "login_throttle"
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    failures: int = Field(default=0)
+    last_failure_at: int = _epoch(index=True)
+
+
+class AuditEventRow(SQLModel, table=True):
+    """Who did what, when. Never holds a secret."""
+
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: int = _epoch(index=True)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64, index=True)
+    target: str = Field(default="", max_length=200)
+    detail_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    ip: str | None = Field(default=None, max_length=64)
