@@ -1,0 +1,151 @@
+"""A real bridge on a loopback port, with the iMIS simulator as its own server.
+
+``running_bridge(...)`` writes a configuration folder (bridge.toml plus the given
+registration files), starts the iMIS simulator and the bridge each on a free
+127.0.0.1 port, and yields a :class:`Harness` to drive them over HTTP. The
+simulator's fault controls are reached over HTTP too (``/_sim/...``), so tests
+need no monkeypatching.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bridge.app import create_app
+from bridge.connectors.simulator import create_simulator
+from bridge.settings import Settings, load_settings
+from tests.support.servers import free_port, serve
+
+SERVICE_USER = "bridge-service"
+SERVICE_PASSWORD = "service-password"
+
+
+@dataclass
+class Harness:
+    url: str
+    imis_url: str
+    config_dir: Path
+    settings: Settings
+    app: Any
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("follow_redirects", False)
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, **kwargs)
+
+    def set_faults(self, **faults: Any) -> None:
+        httpx.post(f"{self.imis_url}/_sim/faults", json=faults, timeout=10).raise_for_status()
+
+    def clear_faults(self) -> None:
+        httpx.delete(f"{self.imis_url}/_sim/faults", timeout=10).raise_for_status()
+
+    def imis_stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.imis_url}/_sim/stats", timeout=10)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+
+def write_config(
+    folder: Path,
+    *,
+    issuer: str,
+    database_url: str,
+    imis_url: str,
+    registrations: Mapping[str, str] = {},
+    extra: str = "",
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "registrations").mkdir(exist_ok=True)
+    (folder / "bridge.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            issuer = {json.dumps(issuer)}
+            database_url = {json.dumps(database_url)}
+            keys_dir = "keys"
+            log_level = "info"
+            """
+        )
+        + _section_merge(
+            extra,
+            {
+                "imis": {
+                    "base_url": imis_url,
+                    "service_username": SERVICE_USER,
+                    "service_password": SERVICE_PASSWORD,
+                },
+                "admin": {"users": ["manager"]},
+                "ui": {"organization_name": "Contoso Association"},
+            },
+        )
+    )
+    for slug, text in registrations.items():
+        (folder / "registrations" / f"{slug}.toml").write_text(textwrap.dedent(text))
+    return folder
+
+
+def _section_merge(extra: str, defaults: Mapping[str, Mapping[str, Any]]) -> str:
+    """Append ``extra`` TOML after default sections, letting ``extra`` add keys to them."""
+    extra = textwrap.dedent(extra)
+    top_lines: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current: list[str] = top_lines
+    for line in extra.splitlines():
+        header = re.match(r"^\[([a-z_]+)\]\s*$", line.strip())
+        if header:
+            current = sections.setdefault(header.group(1), [])
+        elif line.strip():
+            current.append(line)
+    out = top_lines[:]
+    for name in sorted(set(defaults) | set(sections)):
+        given = sections.get(name, [])
+        given_keys = {line.split("=", 1)[0].strip() for line in given}
+        out.append(f"[{name}]")
+        for key, value in defaults.get(name, {}).items():
+            if key not in given_keys:
+                out.append(f"{key} = {json.dumps(value)}")
+        out.extend(given)
+    return "\n".join(out) + "\n"
+
+
+@contextmanager
+def running_bridge(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    registrations: Mapping[str, str] = {},
+    extra: str = "",
+    people: Any = None,
+    latency_ms: int = 0,
+) -> Iterator[Harness]:
+    """Start the iMIS simulator and a bridge; yields the harness."""
+    with ExitStack() as stack:
+        simulator = create_simulator(people, latency_ms=latency_ms)
+        imis_url = stack.enter_context(serve(simulator))
+        port = free_port()
+        issuer = f"http://127.0.0.1:{port}"
+        config_dir = write_config(
+            tmp_path / "config",
+            issuer=issuer,
+            database_url=database_url,
+            imis_url=imis_url,
+            registrations=registrations,
+            extra=extra,
+        )
+        settings = load_settings(config_dir, env={})
+        app = create_app(settings)
+        url = stack.enter_context(serve(app, port=port))
+        yield Harness(url=url, imis_url=imis_url, config_dir=config_dir, settings=settings, app=app)
