@@ -1,21 +1,30 @@
-"""The ``zendesk`` profile: settings of a Zendesk JWT remote-login registration.
+"""The ``zendesk`` profile: a Zendesk JWT remote-login registration and what it sends.
 
-Validates the Zendesk keys (subdomain, shared secret, brand hosts, claim
-mapping). The JWT, ``return_to`` checks and the auto-post form build on these
-options. It never lets a mapping produce ``role`` or ``custom_role_id``: signing
-in must not grant Zendesk privileges.
+Owns the Zendesk keys of a registration (subdomain, shared secret, brand hosts,
+claim mapping), the JWT Zendesk receives (:func:`build_jwt`), the check that
+keeps ``return_to`` on Zendesk (:func:`safe_return_to`) and the plain-language
+hint for an error Zendesk reports (:func:`error_hint`). It is protocol logic
+only: it never touches HTTP objects, storage or iMIS, and it never lets a
+mapping (or anything else) produce ``role`` or ``custom_role_id``, because
+signing in must not grant Zendesk privileges.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+import jwt
+
+from bridge.identity import Identity
 from bridge.profiles import optional_str_list, parse_claims, require_str
 from bridge.settings import Problems
+
+log = logging.getLogger("bridge.zendesk")
 
 NAME = "zendesk"
 KEYS = frozenset({"subdomain", "shared_secret", "brand_hosts", "refuse_shared_email"})
@@ -31,9 +40,17 @@ SIMPLE_TARGETS = frozenset(
         "remote_photo_url",
     }
 )
-MIN_SECRET_LENGTH = 16
+#: Bytes; RFC 7518 §3.2 wants an HS256 key at least as long as the hash (Zendesk's are longer).
+MIN_SECRET_LENGTH = 32
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _FIELD_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+#: The JWT header Zendesk documents, byte for byte (PyJWT would sort it otherwise).
+JWT_HEADER = {"typ": "JWT", "alg": "HS256"}
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+#: Longest return_to passed on; Zendesk's own URLs are far shorter.
+MAX_RETURN_TO = 2048
+#: Characters never allowed in return_to, raw or percent-decoded: controls, space, backslash.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +135,7 @@ def parse_options(data: Mapping[str, Any], problems: Problems, **_: Any) -> Zend
     if not isinstance(secret, str) or not secret:
         problems.add("shared_secret", "is required (Zendesk Admin Center → Single sign-on → JWT)")
         secret = ""
-    elif len(secret) < MIN_SECRET_LENGTH:
+    elif len(secret.encode("utf-8")) < MIN_SECRET_LENGTH:
         problems.add(
             "shared_secret",
             f"is too short to be a Zendesk shared secret (at least {MIN_SECRET_LENGTH} characters)",
@@ -140,3 +157,217 @@ def parse_options(data: Mapping[str, Any], problems: Problems, **_: Any) -> Zend
         refuse_shared_email=refuse,
         shared_secret=secret,
     )
+
+
+# --- the JWT ------------------------------------------------------------------
+
+
+def is_e164(phone: str) -> bool:
+    return bool(_E164.match(phone))
+
+
+def jwt_claims(
+    identity: Identity,
+    options: ZendeskOptions,
+    *,
+    now: int,
+    jti: str,
+    mapping: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The claims Zendesk receives for ``identity``; ``mapping`` defaults to ``options.claims``.
+
+    Raises :class:`ValueError` when the person has no primary email (callers
+    refuse such a person with a page before getting here) or ``jti`` is too short.
+    """
+    if not identity.email:
+        raise ValueError("a Zendesk JWT needs the person's primary email")
+    if len(jti) < 22:
+        raise ValueError("jti must carry at least 128 random bits")
+    claims: dict[str, Any] = {
+        "iat": int(now),
+        "jti": jti,
+        "email": identity.email,
+        "name": identity.display_name,
+        "external_id": str(identity.imis_id),
+    }
+    if identity.phone:
+        if is_e164(identity.phone):
+            claims["phone"] = identity.phone
+        else:  # Zendesk refuses the whole sign-in over a malformed phone: leave it out
+            log.warning("phone of %s is not E.164; not sent to Zendesk", identity.imis_id)
+    user_fields: dict[str, str] = {}
+    for target, source in (options.claims if mapping is None else mapping).items():
+        if _claim_target(target) is not None:  # refused at config time; never trust it here
+            log.warning("claim %r dropped: not a claim the bridge may send to Zendesk", target)
+            continue
+        value = identity.field(source)
+        if value is None or not value.strip():
+            continue
+        value = value.strip()
+        if target.startswith("user_fields."):
+            user_fields[target[len("user_fields.") :]] = value
+            continue
+        converted = _convert_claim(target, value)
+        if converted is None:
+            log.warning("claim %r of %s dropped: unusable value", target, identity.imis_id)
+        else:
+            claims[target] = converted
+    if user_fields:
+        claims["user_fields"] = user_fields
+    for forbidden in FORBIDDEN_CLAIMS:
+        claims.pop(forbidden, None)
+    return claims
+
+
+def _convert_claim(target: str, value: str) -> Any:
+    if target == "tags":
+        return [t for t in re.split(r"[\s,]+", value) if t]
+    if target == "organizations":
+        return [o.strip() for o in value.split(",") if o.strip()]
+    if target == "locale_id":
+        return int(value) if value.isdigit() else None
+    if target == "remote_photo_url":
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return None
+        return value if parts.scheme == "https" and parts.hostname else None
+    return value
+
+
+def build_jwt(
+    identity: Identity,
+    options: ZendeskOptions,
+    *,
+    now: int,
+    jti: str,
+    mapping: Mapping[str, str] | None = None,
+) -> str:
+    """The HS256 JWT for Zendesk's ``/access/jwt``, signed with the registration's secret."""
+    if not options.shared_secret:
+        raise ValueError("the registration has no shared secret")
+    return jwt.encode(
+        jwt_claims(identity, options, now=now, jti=jti, mapping=mapping),
+        options.shared_secret.encode("utf-8"),
+        algorithm="HS256",
+        headers=JWT_HEADER,
+        sort_headers=False,
+    )
+
+
+# --- return_to ------------------------------------------------------------------
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.scheme not in {"http", "https"}:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def allowed_origins(
+    options: ZendeskOptions, origin: str | None = None
+) -> set[tuple[str, str, int]]:
+    """Origins return_to may point at: the Zendesk host, brand hosts, and the server override."""
+    allowed = {("https", options.host, 443), *(("https", h, 443) for h in options.brand_hosts)}
+    override = _origin_of(origin) if origin else None
+    if override is not None:
+        allowed.add(override)
+    return allowed
+
+
+def safe_return_to(value: str | None, options: ZendeskOptions, origin: str | None) -> str | None:
+    """``value`` when it is safe to hand Zendesk as ``return_to``, else None (and a log line).
+
+    Safe means a relative path starting with a single ``/``, or an absolute
+    https URL whose host is exactly ``{subdomain}.zendesk.com`` or a configured
+    brand host (``origin``, the server-only override used by the demo and tests,
+    counts as the Zendesk host). Anything with userinfo, backslashes, control
+    characters or a percent-encoded version of those tricks is dropped.
+    """
+    if not value:
+        return None
+    reason = _return_to_problem(value, allowed_origins(options, origin))
+    if reason is None:
+        return value
+    log.warning("return_to dropped for %s (%s): %r", options.subdomain, reason, value[:200])
+    return None
+
+
+def _return_to_problem(value: str, allowed: set[tuple[str, str, int]]) -> str | None:
+    if len(value) > MAX_RETURN_TO:
+        return "too long"
+    stages = [value]
+    for _ in range(3):  # double and triple encoding are the usual disguises
+        decoded = unquote(stages[-1])
+        if decoded == stages[-1]:
+            break
+        stages.append(decoded)
+    for stage in stages:
+        if _UNSAFE.search(stage):
+            return "control character, space or backslash"
+        if stage.startswith(("//", "/\\")):
+            return "protocol-relative"
+    if not value.isascii():
+        return "not ASCII"
+    if value.startswith("/"):
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return "not a URL"
+    if not parts.scheme:
+        return "not an absolute URL nor a path starting with '/'"
+    if parts.scheme not in {"http", "https"}:
+        return f"scheme {parts.scheme!r}"
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return "userinfo"
+    host = parts.hostname or ""
+    if (parts.scheme, host, port or (443 if parts.scheme == "https" else 80)) not in allowed:
+        return f"host {host!r} is not this Zendesk"
+    if "%" in parts.netloc:
+        return "percent-encoded host"
+    return None
+
+
+# --- errors Zendesk reports -------------------------------------------------------
+
+_HINTS = (
+    (
+        ("signature",),
+        "The shared secret no longer matches: someone probably pressed Reset in Zendesk. "
+        "An administrator must paste the new secret into the bridge "
+        "(bridge registrations rotate-secret --secret-stdin).",
+    ),
+    (
+        ("expired", "iat", "clock", "time"),
+        "Zendesk thinks the sign-in token is too old or from the future: the clock of the "
+        "bridge server is probably wrong. An administrator should check that it uses NTP.",
+    ),
+    (
+        ("jti", "already", "replay", "used"),
+        "This sign-in token was already used. Go back to the help center and sign in again.",
+    ),
+    (
+        ("phone",),
+        "Zendesk refused the phone number from iMIS. An administrator can correct it in iMIS.",
+    ),
+    (
+        ("email",),
+        "Zendesk refused the email address from iMIS. An administrator can correct it in iMIS.",
+    ),
+)
+
+
+def error_hint(message: str) -> str | None:
+    """What probably went wrong, in plain words, for an error message Zendesk sent back."""
+    text = message.lower()
+    for words, hint in _HINTS:
+        if any(re.search(rf"\b{re.escape(w)}", text) for w in words):
+            return hint
+    return None
