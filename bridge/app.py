@@ -72,9 +72,7 @@ def open_services(
     from bridge.connectors.imis import ImisUserStore
 
     db = Database(settings.database_url)
-    if auto_upgrade is None:
-        auto_upgrade = db.is_sqlite
-    db.ensure_schema(auto_upgrade=auto_upgrade)
+    db.ensure_schema(auto_upgrade=auto_upgrade)  # None: SQLite upgrades itself, PostgreSQL refuses
     store = Store(db)
     keys = KeyStore.load_or_create(settings.keys_dir)
     registry = build_registry(settings, store, keys)

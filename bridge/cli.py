@@ -17,8 +17,9 @@ import sys
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from bridge.connectors import UserStore
 from bridge.errors import BridgeError
 from bridge.settings import ConfigurationError, Settings, load_settings
 
@@ -128,7 +129,8 @@ def cmd_imis_check(args: argparse.Namespace) -> int:
     from bridge.connectors.check import run_check
 
     settings = _settings(args)
-    return run_check(settings, args.user)
+    base_url = f"{settings.issuer}/_demo/imis" if settings.imis.uses_simulator else None
+    return run_check(settings.imis, args.user, base_url)
 
 
 def cmd_imis_simulator(args: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ def _open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     from bridge.app import open_services
 
     settings = _settings(args)
-    services = open_services(settings, users=_NoUsers())
+    services = open_services(settings, users=cast(UserStore, _NoUsers()))
     return services, services.registry
 
 

@@ -56,7 +56,7 @@ zendesk_base_url = {_toml_str(base + "/_demo/zendesk/{subdomain}")}
 [imis]
 base_url = "simulator"
 service_username = "bridge-service"
-service_password = "service-password"
+service_password = "service-password1"
 phone_region = "US"
 
 [admin]

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
 from bridge.profiles import COMMON_KEYS, AccessRule, parse_access, properties_needed
@@ -162,7 +162,7 @@ def load_file_registrations(
     return found
 
 
-class RegistrationStore:
+class RegistrationStore(Protocol):
     """What the registry needs from storage (implemented by bridge.storage.repo.Store)."""
 
     def list_registrations(self) -> list[RegistrationRow]: ...

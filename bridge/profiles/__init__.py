@@ -82,6 +82,14 @@ class AccessRule:
         return data
 
 
+_NORMALISE: dict[str, Callable[[str], str]] = {
+    "member_types": str.upper,
+    "statuses": str.lower,
+    "organizations": lambda s: s if s.isdigit() else s.lower(),
+    "imis_ids": str,
+}
+
+
 def parse_access(value: Any, problems: Problems) -> AccessRule:
     if value is None:
         return AccessRule()
@@ -98,12 +106,7 @@ def parse_access(value: Any, problems: Problems) -> AccessRule:
         if not isinstance(item, list) or not all(isinstance(v, str) and v.strip() for v in item):
             problems.add(f"access.{key}", "must be a list of non-empty strings")
             continue
-        norm: Callable[[str], str] = {
-            "member_types": str.upper,
-            "statuses": str.lower,
-            "organizations": lambda s: s if s.isdigit() else s.lower(),
-            "imis_ids": str,
-        }[key]
+        norm = _NORMALISE[key]
         lists[key] = frozenset(norm(v.strip()) for v in item)
     message = value.get("message")
     if message is not None and not (isinstance(message, str) and message.strip()):

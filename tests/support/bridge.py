@@ -26,7 +26,7 @@ from bridge.settings import Settings, load_settings
 from tests.support.servers import free_port, serve
 
 SERVICE_USER = "bridge-service"
-SERVICE_PASSWORD = "service-password"
+SERVICE_PASSWORD = "service-password1"
 
 
 @dataclass
@@ -149,3 +149,37 @@ def running_bridge(
         app = create_app(settings)
         url = stack.enter_context(serve(app, port=port))
         yield Harness(url=url, imis_url=imis_url, config_dir=config_dir, settings=settings, app=app)
+
+
+_HIDDEN = re.compile(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', re.I)
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of a page (CSRF token, pending request id)."""
+    import html as html_lib
+
+    return {name: html_lib.unescape(value) for name, value in _HIDDEN.findall(html)}
+
+
+def sign_in(
+    browser: httpx.Client, start: str, username: str, password: str = "password1"
+) -> httpx.Response:
+    """Follow ``start`` like a browser through the login form; returns the first response
+    that is neither our login page nor a redirect inside the bridge (e.g. the redirect to
+    the client with a code, or an error page)."""
+    response = browser.get(start)
+    for _ in range(10):
+        location = response.headers.get("location", "")
+        if response.status_code in (302, 303) and location.startswith(("/", str(browser.base_url))):
+            path = location.removeprefix(str(browser.base_url).rstrip("/"))
+            if path.startswith("/login"):
+                page = browser.get(path)
+                fields = hidden_fields(page.text)
+                response = browser.post(
+                    "/login", data={**fields, "username": username, "password": password}
+                )
+                continue
+            response = browser.get(path)
+            continue
+        return response
+    raise AssertionError("too many redirects inside the bridge")

@@ -1,0 +1,382 @@
+"""The OAuth 2 / OpenID Connect token side on Authlib: grants, PKCE, ID tokens, endpoints.
+
+Authlib runs the grant logic (client authentication, code and refresh grants,
+PKCE verification, revocation RFC 7009, introspection RFC 7662). We supply the
+storage hooks and override what it gets wrong for us:
+
+- code redemption is one atomic conditional UPDATE (``Store.redeem_code``) so of
+  N parallel redemptions exactly one wins; a replayed code revokes every token
+  its grant issued (SECURITY B1);
+- refresh tokens rotate atomically; reuse outside a short grace window revokes
+  the whole family (B4);
+- ID tokens are signed by our key store (RS256 by default, ES256 per
+  registration) with ``kid`` and ``at_hash`` (C1).
+
+Authlib is synchronous: the HTTP layer awaits the body, then calls
+:meth:`OAuthServer.token_response` and friends in a worker thread. Nothing here
+knows about Starlette.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from authlib.oauth2.rfc6749 import (
+    AuthorizationServer,
+    InvalidGrantError,
+    OAuth2Request,
+)
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+
+from bridge.identity import Identity
+from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
+from bridge.profiles import oidc as oidc_profile
+
+log = logging.getLogger("bridge.oauth")
+
+CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+Response = tuple[int, dict[str, Any], list[tuple[str, str]]]
+NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+def at_hash(access_token: str) -> str:
+    """OIDC Core §3.1.3.6: left half of SHA-256 (RS256 and ES256 both hash with SHA-256)."""
+    digest = hashlib.sha256(access_token.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+class _Grants:
+    """Shared hooks of both grants: where the server's services live."""
+
+    server: OAuthServer
+
+
+class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        server: OAuthServer = self.server
+        now = int(time.time())
+        result = server.store.redeem_code(code, now=now)
+        if result.status == "replayed" and result.row is not None:
+            log.warning("authorization code replayed: client=%s grant revoked", client.client_id)
+            server.store.revoke_grant(result.row.grant_id, now=now)
+            return None
+        if result.status != "ok" or result.row is None:
+            return None
+        if result.row.client_id != client.get_client_id():
+            log.warning("code presented by another client: %s", client.client_id)
+            return None
+        return AuthorizationCode(result.row)
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Already redeemed atomically in :meth:`query_authorization_code`."""
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        raise NotImplementedError("codes are issued by bridge.oauth.service.issue_code")
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> GrantUser:
+        server: OAuthServer = self.server
+        row = authorization_code.row
+        now = int(time.time())
+        server.store.create_grant(
+            grant_id=row.grant_id,
+            client_id=row.client_id,
+            imis_id=row.imis_id,
+            scope=row.scope,
+            session_hash=row.session_hash,
+            identity_json=row.identity_json,
+            auth_time=row.auth_time,
+            now=now,
+            ttl_seconds=server.settings.tokens.refresh_token_seconds,
+        )
+        return GrantUser(row.grant_id, authorization_code.identity, row.auth_time)
+
+
+class PkceS256(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only; every code carries a challenge (checked at /authorize)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
+
+    def get_authorization_code_challenge(self, authorization_code: AuthorizationCode) -> str:
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code: AuthorizationCode) -> str:
+        return authorization_code.code_challenge_method
+
+
+class IdToken:
+    """Adds the ID token to a code grant's token response (OIDC Core §3.1.3.3)."""
+
+    def __call__(self, grant: CodeGrant) -> None:
+        grant.register_hook("after_create_token_response", self.process_token)
+
+    def process_token(self, grant: CodeGrant, response: Response) -> Response:
+        _, token, _ = response
+        scope = token.get("scope", "")
+        if "openid" not in scope.split():
+            return response
+        server: OAuthServer = grant.server
+        request = grant.request
+        code: AuthorizationCode = request.authorization_code
+        client: Client = request.client
+        token["id_token"] = server.id_token(
+            client,
+            code.identity,
+            scope=scope,
+            auth_time=code.get_auth_time(),
+            nonce=code.get_nonce(),
+            access_token=token["access_token"],
+        )
+        return response
+
+
+class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
+        server: OAuthServer = self.server
+        client: Client = self.request.client
+        result = server.store.rotate_refresh(
+            refresh_token,
+            client_id=client.get_client_id(),
+            now=int(time.time()),
+            grace_seconds=server.settings.tokens.refresh_reuse_grace_seconds,
+        )
+        if result.status == "reused":
+            log.warning("refresh token reused: client=%s family revoked", client.client_id)
+            return None
+        if result.status != "ok":
+            return None
+        return Token(refresh_token, result.token, result.grant)
+
+    def authenticate_user(self, refresh_token: Token) -> GrantUser:
+        return refresh_token.get_user()
+
+    def revoke_old_credential(self, refresh_token: Token) -> None:
+        """Rotation already marked the old token in :meth:`authenticate_refresh_token`."""
+
+
+class _TokenLookup:
+    server: OAuthServer
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
+        if not token_string or len(token_string) > 512:
+            return None
+        found = self.server.store.active_token(token_string, now=int(time.time()))
+        if found is None:
+            return None
+        row, grant = found
+        return Token(token_string, row, grant)
+
+
+class Revocation(_TokenLookup, RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def authenticate_token(self, request: OAuth2Request, client: Client) -> Token | None:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        # RFC 7009 §2.2: a token of another client is not revoked, and says nothing.
+        if token is not None and not token.check_client(client):
+            return None
+        return token
+
+    def revoke_token(self, token: Token, request: OAuth2Request) -> None:
+        self.server.store.revoke_token(
+            token.raw, client_id=token.row.client_id, now=int(time.time())
+        )
+
+
+class Introspection(_TokenLookup, IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+    def check_permission(self, token: Token, client: Client, request: OAuth2Request) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token: Token) -> dict[str, Any]:
+        identity = Identity.from_json(token.grant.identity_json)
+        return {
+            "active": True,
+            "scope": token.row.scope,
+            "client_id": token.row.client_id,
+            "username": identity.username,
+            "token_type": "Bearer" if token.row.kind == "access" else "refresh_token",
+            "exp": token.row.expires_at,
+            "iat": token.row.issued_at,
+            "sub": identity.imis_id,
+            "aud": token.row.client_id,
+            "iss": self.server.settings.issuer,
+        }
+
+
+class OAuthServer(AuthorizationServer):  # type: ignore[misc]
+    """Authlib's authorization server bound to the bridge's services."""
+
+    def __init__(self, services: Any) -> None:
+        super().__init__(scopes_supported=list(oidc_profile.SUPPORTED_SCOPES))
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.register_grant(CodeGrant, [PkceS256(required=True), IdToken()])
+        self.register_grant(RefreshGrant)
+        self.register_endpoint(Revocation)
+        self.register_endpoint(Introspection)
+
+    # --- Authlib hooks ------------------------------------------------------------
+
+    def query_client(self, client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 200:
+            return None
+        registration = self.services.registry.by_client_id(client_id)
+        if registration is None or registration.profile != "oidc" or not registration.enabled:
+            return None
+        return Client(registration)
+
+    def generate_token(
+        self,
+        grant_type: str,
+        client: Client,
+        user: GrantUser | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        assert user is not None
+        scope = scope or ""
+        tokens = self.settings.tokens
+        wants_refresh = include_refresh_token and "offline_access" in scope.split()
+        access, refresh = self.store.issue_tokens(
+            grant_id=user.grant_id,
+            client_id=client.get_client_id(),
+            scope=scope,
+            now=int(time.time()),
+            access_ttl=tokens.access_token_seconds,
+            refresh_ttl=tokens.refresh_token_seconds if wants_refresh else None,
+        )
+        token: dict[str, Any] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": tokens.access_token_seconds,
+            "scope": scope,
+        }
+        if refresh:
+            token["refresh_token"] = refresh
+        return token
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        """Tokens are stored (hashed) when generated."""
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def create_oauth2_request(self, request: OAuth2Request) -> OAuth2Request:
+        return request
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> Response:
+        merged = [
+            (k, v) for k, v in (headers or []) if k.lower() not in ("cache-control", "pragma")
+        ]
+        return status, body, merged + NO_STORE
+
+    # --- ID tokens ------------------------------------------------------------------
+
+    def id_token(
+        self,
+        client: Client,
+        identity: Identity,
+        *,
+        scope: str,
+        auth_time: int,
+        nonce: str | None,
+        access_token: str | None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": identity.imis_id,
+            "aud": client.get_client_id(),
+            "azp": client.get_client_id(),
+            "iat": now,
+            "exp": now + self.settings.tokens.id_token_seconds,
+            "auth_time": auth_time,
+            "amr": ["pwd"],
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["at_hash"] = at_hash(access_token)
+        claims.update(
+            oidc_profile.claims_for(
+                identity,
+                scope.split(),
+                client.registration.claims,
+                emails_verified=self.settings.imis.emails_verified,
+            )
+        )
+        alg = client.options.id_token_signed_response_alg
+        signed: str = self.services.keys.sign_jwt(claims, alg=alg)
+        return signed
+
+    # --- entry points (called in a worker thread) --------------------------------------
+
+    def token_response(self, request: OAuth2Request) -> Response:
+        result: Response = self.create_token_response(request)
+        return result
+
+    def endpoint_response(self, name: str, request: OAuth2Request) -> Response:
+        result: Response = self.create_endpoint_response(name, request)
+        return result
+
+
+class _FormRequest(OAuth2Request):  # type: ignore[misc]
+    """An Authlib request over a form the route has already read."""
+
+    def __init__(
+        self, method: str, uri: str, headers: dict[str, str], form: dict[str, str]
+    ) -> None:
+        super().__init__(method, uri, headers=headers)
+        self._form = form
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+
+def oauth_request(
+    method: str, uri: str, headers: Mapping[str, str], form: Sequence[tuple[str, str]]
+) -> OAuth2Request:
+    """An Authlib request from already-parsed HTTP parts (the body was awaited by the route)."""
+    data: dict[str, str] = {}
+    for key, value in form:
+        data.setdefault(key, value)
+    # ``headers`` must stay case-insensitive: Authlib asks for "Authorization".
+    request = _FormRequest(method, uri, headers, data)
+    payload = BasicOAuth2Payload(data)
+    datalist: dict[str, list[str]] = {}
+    for key, value in form:
+        datalist.setdefault(key, []).append(value)
+    payload._datalist = datalist
+    request.payload = payload
+    return request
+
+
+def new_grant_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+__all__ = ["InvalidGrantError", "OAuthServer", "at_hash", "new_grant_id", "oauth_request"]

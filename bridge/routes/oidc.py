@@ -1,0 +1,493 @@
+"""OpenID Connect HTTP endpoints: discovery, JWKS, authorize, token, userinfo, revocation,
+introspection and RP-initiated logout.
+
+Thin: each handler reads the request, calls :mod:`bridge.oauth` (the token side
+runs in a worker thread because Authlib is synchronous) and renders the result.
+Errors the client cannot be trusted with (unknown client, unregistered
+redirect URI) are shown on our page; the others go back to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from bridge import csrf, sessions
+from bridge.access import check_access, identity_for
+from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
+from bridge.identity import Identity
+from bridge.keys import InvalidToken
+from bridge.oauth.authorize import (
+    AuthorizationRequest,
+    RedirectError,
+    ShowError,
+    redirect_with,
+    validate,
+)
+from bridge.oauth.server import OAuthServer, new_grant_id, oauth_request
+from bridge.profiles import oidc as oidc_profile
+from bridge.registry import Registration
+from bridge.templating import render
+
+log = logging.getLogger("bridge.oidc")
+
+JWKS_PATH = "/.well-known/jwks.json"
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def _services(request: Request) -> Any:
+    return request.app.state.services
+
+
+def _server(request: Request) -> OAuthServer:
+    services = _services(request)
+    server = services.extras.get("oauth")
+    if server is None:
+        server = services.extras["oauth"] = OAuthServer(services)
+    return server  # type: ignore[no-any-return]
+
+
+# --- discovery ------------------------------------------------------------------------
+
+
+async def discovery(request: Request) -> Response:
+    issuer = _services(request).settings.issuer
+    return JSONResponse(
+        {
+            "issuer": issuer,
+            "authorization_endpoint": f"{issuer}/authorize",
+            "token_endpoint": f"{issuer}/token",
+            "userinfo_endpoint": f"{issuer}/userinfo",
+            "jwks_uri": f"{issuer}{JWKS_PATH}",
+            "revocation_endpoint": f"{issuer}/revoke",
+            "introspection_endpoint": f"{issuer}/introspect",
+            "end_session_endpoint": f"{issuer}/end_session",
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": list(oidc_profile.SIGNING_ALGS),
+            "scopes_supported": list(oidc_profile.SUPPORTED_SCOPES),
+            "claims_supported": [
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "at_hash",
+                "amr",
+                "azp",
+                *[c for claims in oidc_profile.SCOPE_CLAIMS.values() for c in claims],
+            ],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            "revocation_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            "introspection_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "prompt_values_supported": ["none", "login", "consent", "select_account"],
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": True,
+            "frontchannel_logout_supported": False,
+            "backchannel_logout_supported": False,
+        },
+        headers={"cache-control": "public, max-age=300"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    keys = _services(request).keys
+    keys.reload_if_changed()
+    return JSONResponse(keys.jwks(), headers={"cache-control": "public, max-age=300"})
+
+
+# --- authorize --------------------------------------------------------------------------
+
+
+async def _params(request: Request) -> list[tuple[str, str]]:
+    if request.method == "POST":
+        if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
+            raise BadRequest("The sign-in request must be sent as a form.")
+        body = await request.body()
+        try:
+            return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("The sign-in request is not valid UTF-8.") from exc
+    return list(request.query_params.multi_items())
+
+
+def _error_redirect(issuer: str, err: RedirectError) -> RedirectResponse:
+    url = redirect_with(
+        err.redirect_uri,
+        {
+            "error": err.error,
+            "error_description": err.description,
+            "state": err.state,
+            "iss": issuer,
+        },
+    )
+    return RedirectResponse(url, status_code=303, headers=NO_STORE)
+
+
+def _show(request: Request, message: str, status: int = 400) -> Response:
+    return render(
+        request,
+        "error.html",
+        {"title": "This sign-in request cannot be handled", "message": message},
+        status_code=status,
+        headers=NO_STORE,
+    )
+
+
+def _needs_login(areq: AuthorizationRequest, session: sessions.Session | None, now: int) -> bool:
+    if session is None or areq.prompt == "login":
+        return True
+    return areq.max_age is not None and now - session.auth_time > areq.max_age
+
+
+async def authorize(request: Request) -> Response:
+    services = _services(request)
+    issuer = services.settings.issuer
+    try:
+        pairs = await _params(request)
+        registration, areq = await services.db.run(validate, pairs, services.registry.by_client_id)
+    except ShowError as err:
+        return _show(request, err.message)
+    except RedirectError as err:
+        return _error_redirect(issuer, err)
+    now = int(time.time())
+    session = await sessions.current_session(request)
+    if _needs_login(areq, session, now):
+        if areq.prompt == "none":
+            return _error_redirect(
+                issuer,
+                RedirectError(
+                    "login_required", "the person must sign in", areq.redirect_uri, areq.state
+                ),
+            )
+        force = areq.prompt == "login" or (session is not None and areq.max_age is not None)
+        pending = await sessions.create_pending(
+            request,
+            kind="oidc",
+            registration=registration.slug,
+            params=areq.to_params(),
+            min_auth_time=now if force else None,
+            login_hint=areq.login_hint,
+        )
+        return await sessions.send_to_login(request, pending)
+    assert session is not None
+    return await _complete(request, registration, areq, session)
+
+
+async def authorize_continue(request: Request) -> Response:
+    pending = await sessions.load_pending(request, request.query_params.get("request"))
+    if pending is None or pending.kind != "oidc":
+        raise BadRequest(
+            "This sign-in link has expired or was already used. Go back to the application "
+            "and start again."
+        )
+    session = await sessions.current_session(request)
+    if not pending.satisfied_by(session):
+        return await sessions.send_to_login(request, pending)
+    assert session is not None
+    services = _services(request)
+    registration = await services.db.run(services.registry.get, pending.registration)
+    if registration is None or registration.profile != "oidc":
+        raise NotFound("This application is no longer registered.")
+    areq = AuthorizationRequest.from_params(pending.params)
+    response = await _complete(request, registration, areq, session)
+    await sessions.finish_pending(request, pending)
+    return response
+
+
+async def _complete(
+    request: Request,
+    registration: Registration,
+    areq: AuthorizationRequest,
+    session: sessions.Session,
+) -> Response:
+    """The person is signed in: check access, issue a code, send it to the client."""
+    services = _services(request)
+    settings = services.settings
+    try:
+        identity = await identity_for(services, registration, session.identity)
+        check_access(registration, identity)
+    except Forbidden as err:
+        if areq.prompt == "none":
+            return _error_redirect(
+                settings.issuer,
+                RedirectError(
+                    "access_denied",
+                    "the person may not use this application",
+                    areq.redirect_uri,
+                    areq.state,
+                ),
+            )
+        return render(
+            request,
+            "error.html",
+            {"title": f"You cannot use {registration.name}", "message": err.message},
+            status_code=403,
+            headers=NO_STORE,
+        )
+    now = int(time.time())
+    code = await services.db.run(
+        lambda: services.store.create_code(
+            grant_id=new_grant_id(),
+            client_id=areq.client_id,
+            redirect_uri=areq.redirect_uri,
+            scope=areq.scope,
+            nonce=areq.nonce,
+            code_challenge=areq.code_challenge,
+            code_challenge_method=areq.code_challenge_method,
+            session_hash=session.id_hash,
+            imis_id=identity.imis_id,
+            identity_json=identity.to_json(),
+            auth_time=session.auth_time,
+            now=now,
+            ttl_seconds=min(settings.tokens.code_seconds, 60),
+        )
+    )
+    log.info("code issued: client=%s imis_id=%s", areq.client_id, identity.imis_id)
+    url = redirect_with(
+        areq.redirect_uri, {"code": code, "state": areq.state, "iss": settings.issuer}
+    )
+    return RedirectResponse(url, status_code=303, headers=NO_STORE)
+
+
+# --- token side ---------------------------------------------------------------------
+
+
+async def _form(request: Request) -> list[tuple[str, str]]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
+        raise _OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    body = await request.body()
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise _OAuthError("invalid_request", "the body is not valid UTF-8") from exc
+
+
+class _OAuthError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def _oauth_error(err: _OAuthError) -> JSONResponse:
+    return JSONResponse(
+        {"error": err.error, "error_description": err.description},
+        status_code=err.status,
+        headers=NO_STORE,
+    )
+
+
+async def _run_endpoint(request: Request, name: str | None) -> Response:
+    """Run the token endpoint (``name=None``) or a named Authlib endpoint in a thread."""
+    services = _services(request)
+    try:
+        form = await _form(request)
+    except _OAuthError as err:
+        return _oauth_error(err)
+    seen: set[str] = set()
+    for key, _ in form:
+        if key in seen:
+            return _oauth_error(_OAuthError("invalid_request", f"repeated parameter {key!r}"))
+        seen.add(key)
+    uri = f"{services.settings.issuer}{request.url.path}"
+    oreq = oauth_request(request.method, uri, request.headers, form)
+    server = _server(request)
+    if name is None:
+        status, body, headers = await services.db.run(server.token_response, oreq)
+    else:
+        status, body, headers = await services.db.run(server.endpoint_response, name, oreq)
+    return JSONResponse(body, status_code=status, headers=dict(headers))
+
+
+async def token(request: Request) -> Response:
+    return await _run_endpoint(request, None)
+
+
+async def revoke(request: Request) -> Response:
+    return await _run_endpoint(request, "revocation")
+
+
+async def introspect(request: Request) -> Response:
+    return await _run_endpoint(request, "introspection")
+
+
+def _bearer_error(error: str, description: str, status: int = 401) -> Response:
+    header = f'Bearer error="{error}", error_description="{description}"'
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={"www-authenticate": header, **NO_STORE},
+    )
+
+
+async def userinfo(request: Request) -> Response:
+    services = _services(request)
+    auth = request.headers.get("authorization", "")
+    scheme, _, raw = auth.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return JSONResponse(
+            {"error": "invalid_request"},
+            status_code=401,
+            headers={"www-authenticate": "Bearer", **NO_STORE},
+        )
+    raw = raw.strip()
+    if len(raw) > 512:
+        return _bearer_error("invalid_token", "the access token is not valid")
+    found = await services.db.run(
+        lambda: services.store.active_token(raw, now=int(time.time()), kind="access")
+    )
+    if found is None:
+        return _bearer_error("invalid_token", "the access token is not valid")
+    row, grant = found
+    scopes = row.scope.split()
+    if "openid" not in scopes:
+        return _bearer_error("insufficient_scope", "the token was not issued with openid", 403)
+    registration = await services.db.run(services.registry.by_client_id, row.client_id)
+    if registration is None:
+        return _bearer_error("invalid_token", "the client of this token no longer exists")
+    identity = Identity.from_json(grant.identity_json)
+    claims = {"sub": identity.imis_id}
+    claims.update(
+        oidc_profile.claims_for(
+            identity,
+            scopes,
+            registration.claims,
+            emails_verified=services.settings.imis.emails_verified,
+        )
+    )
+    return JSONResponse(claims, headers=NO_STORE)
+
+
+# --- RP-initiated logout ------------------------------------------------------------------
+
+
+async def end_session(request: Request) -> Response:
+    """OpenID Connect RP-Initiated Logout 1.0."""
+    services = _services(request)
+    if request.method == "POST":
+        form = dict(await _params(request))
+        csrf.verify(request, form)
+        params = form
+        confirmed = form.get("confirm") == "yes"
+    else:
+        params = dict(request.query_params)
+        confirmed = False
+    hint = params.get("id_token_hint")
+    client_id = params.get("client_id")
+    post_logout = params.get("post_logout_redirect_uri")
+    state = params.get("state")
+    hint_claims: dict[str, Any] | None = None
+    if hint:
+        try:
+            hint_claims = services.keys.verify_jwt(
+                hint,
+                audience=client_id or _unverified_aud(hint),
+                issuer=services.settings.issuer,
+                leeway=10 * 365 * 24 * 3600,  # an expired ID token is still a valid hint
+            )
+        except InvalidToken as exc:
+            raise BadRequest("The logout request carried an ID token that is not valid.") from exc
+        client_id = client_id or str(hint_claims["aud"])
+    registration = None
+    if client_id:
+        registration = await services.db.run(services.registry.by_client_id, client_id)
+        if registration is None:
+            raise BadRequest("The application asking to sign you out is not registered.")
+    if post_logout:
+        if registration is None:
+            raise BadRequest("post_logout_redirect_uri needs client_id or id_token_hint.")
+        if post_logout not in registration.oidc.post_logout_redirect_uris:
+            raise BadRequest("The address to return to after sign-out is not registered.")
+    session = await sessions.current_session(request)
+    same_person = (
+        session is not None
+        and hint_claims is not None
+        and hint_claims.get("sub") == session.identity.imis_id
+    )
+    if session is not None and not same_person and not confirmed:
+        holder = Response()
+        token = csrf.issue(request, holder)
+        confirm = render(
+            request,
+            "logout_confirm.html",
+            {
+                "title": "Sign out?",
+                "app_name": registration.name if registration else None,
+                "person": session.identity.display_name,
+                "params": {
+                    k: v
+                    for k, v in params.items()
+                    if k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
+                },
+                "csrf_token": token,
+            },
+            headers=NO_STORE,
+        )
+        confirm.raw_headers.extend(h for h in holder.raw_headers if h[0] == b"set-cookie")
+        return confirm
+    if post_logout:
+        response: Response = RedirectResponse(
+            redirect_with(post_logout, {"state": state}), status_code=303, headers=NO_STORE
+        )
+    else:
+        response = render(request, "signed_out.html", {"title": "Signed out"}, headers=NO_STORE)
+    ended = await sessions.end_session(request, response)
+    if ended is not None:
+        log.info("signed out: imis_id=%s client=%s", ended.identity.imis_id, client_id or "-")
+    return response
+
+
+def _unverified_aud(token: str) -> str:
+    import jwt
+
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except jwt.InvalidTokenError:
+        return secrets.token_hex(8)  # matches nothing: verification then fails
+    if isinstance(aud, list):
+        return str(aud[0]) if aud else ""
+    return str(aud or "")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/.well-known/openid-configuration", discovery),
+        Route(JWKS_PATH, jwks),
+        Route("/authorize", authorize, methods=["GET", "POST"]),
+        Route("/authorize/continue", authorize_continue),
+        Route("/token", token, methods=["POST"]),
+        Route("/userinfo", userinfo, methods=["GET", "POST"]),
+        Route("/revoke", revoke, methods=["POST"]),
+        Route("/introspect", introspect, methods=["POST"]),
+        Route("/end_session", end_session, methods=["GET", "POST"]),
+    ]
+
+
+__all__ = ["BridgeError", "routes"]
