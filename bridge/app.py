@@ -99,20 +99,25 @@ def create_app(
     from bridge.routes import all_routes
 
     routes: list[BaseRoute] = [*all_routes(), *(extra_routes or [])]
+    if settings.demo:
+        from bridge.demo_client import create_demo_client
+
+        routes.append(Mount("/_demo/client", app=create_demo_client(settings.issuer)))
     if settings.imis.uses_simulator and imis_base_url is None and users is None:
         from bridge.connectors.simulator import create_simulator
 
         routes.append(Mount("/_demo/imis", app=create_simulator()))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         services = open_services(settings, users=users, imis_base_url=imis_base_url)
         app.state.services = services
         if on_startup is not None:
             on_startup(services)
         log.info("imis-bridge ready at %s", settings.issuer)
         try:
-            yield
+            # Also as lifespan state, so mounted sub-apps (demo pages) reach it as request.state.
+            yield {"services": services}
         finally:
             await services.users.aclose()
             services.db.dispose()

@@ -26,7 +26,6 @@ def _secrets(folder: Path) -> dict[str, str]:
         data: dict[str, str] = json.loads(path.read_text())
         return data
     data = {
-        "client_secret": secrets.token_urlsafe(32),
         "zendesk_secret": secrets.token_urlsafe(36),
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -65,7 +64,7 @@ users = ["manager"]
 [ui]
 organization_name = "Contoso Association (demo)"
 support_email = "help@example.org"
-forgot_password_url = {_toml_str(base + "/_demo/forgot-password")}
+forgot_password_url = {_toml_str(base + "/_demo/client/forgot-password")}
 """
     )
     client = folder / "registrations" / f"{DEMO_CLIENT_SLUG}.toml"
@@ -73,7 +72,7 @@ forgot_password_url = {_toml_str(base + "/_demo/forgot-password")}
         f"""name = "Demo Member Portal"
 profile = "oidc"
 client_id = {_toml_str(DEMO_CLIENT_ID)}
-client_secret = {_toml_str(keep["client_secret"])}
+# a public client: PKCE only, no secret (see bridge/demo_client.py)
 redirect_uris = [{_toml_str(base + "/_demo/client/callback")}]
 post_logout_redirect_uris = [{_toml_str(base + "/_demo/client")}]
 scopes = ["openid", "profile", "email", "phone", "offline_access"]
@@ -111,7 +110,7 @@ def run_demo(port: int, folder: Path) -> int:
         f"""
 imis-bridge demo — everything runs locally, nothing leaves this machine.
 
-  Demo OIDC client      {base}/_demo/client
+  Demo OIDC client      {base}/_demo/client/
   Demo Zendesk (Help)   {base}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/hc
   Zendesk remote login  {base}/zendesk/{DEMO_ZENDESK_SLUG}
   OIDC discovery        {base}/.well-known/openid-configuration
@@ -121,7 +120,8 @@ Demo people (iMIS simulator):""",
         flush=True,
     )
     for person in load_people(DEFAULT_PEOPLE_FILE):
-        print(f"  {person.username:<16} {person.password:<14} {person.note}")
+        if person.username and person.password:
+            print(f"  {person.username:<16} {person.password:<18} {person.note or ''}")
     print(f"\nData in {folder.resolve()}. Press Ctrl+C to stop.\n", flush=True)
     uvicorn.run(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", server_header=False

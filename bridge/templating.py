@@ -37,7 +37,9 @@ def render(
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    services = getattr(request.app.state, "services", None)
+    services = getattr(request.app.state, "services", None) or request.scope.get("state", {}).get(
+        "services"
+    )
     settings = services.settings if services is not None else None
     page = (
         environment()
