@@ -1,0 +1,40 @@
+"""The bridge's persistent state: tables, the database handle and the repository.
+
+This package owns everything that must survive a request (sessions, pending
+requests, codes, grants, tokens, throttle counters, audit trail, stored
+registrations), on SQLite or PostgreSQL. It exposes :class:`Database` (engine,
+transactions, schema) and :class:`Store` (the queries); it never renders pages,
+speaks HTTP or reads settings, and opens no connection at import time.
+"""
+
+from __future__ import annotations
+
+from bridge.storage.db import (
+    Database,
+    DatabaseUnavailable,
+    SchemaAhead,
+    SchemaBehind,
+    SchemaState,
+)
+from bridge.storage.repo import (
+    CodeRedemption,
+    Conflict,
+    RefreshRotation,
+    Store,
+    hash_token,
+    new_secret,
+)
+
+__all__ = [
+    "CodeRedemption",
+    "Conflict",
+    "Database",
+    "DatabaseUnavailable",
+    "RefreshRotation",
+    "SchemaAhead",
+    "SchemaBehind",
+    "SchemaState",
+    "Store",
+    "hash_token",
+    "new_secret",
+]
