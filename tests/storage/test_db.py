@@ -1,0 +1,270 @@
+"""The database handle: schema state and upgrades, transactions, outages and recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+import bridge.storage.db as db_module
+from bridge.errors import ServiceUnavailable
+from bridge.storage import (
+    Database,
+    DatabaseUnavailable,
+    SchemaAhead,
+    SchemaBehind,
+    Store,
+)
+from tests.conftest import DatabaseFactory
+from tests.storage.tcp_proxy import TcpProxy
+
+CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+
+
+@pytest.fixture
+def empty_db(empty_database_url: str) -> Iterator[Database]:
+    with Database(empty_database_url) as database:
+        yield database
+
+
+@pytest.fixture
+def unreachable_db() -> Iterator[Database]:
+    with Database(CLOSED_PORT_URL, connect_timeout=1) as database:
+        yield database
+
+
+# --- schema --------------------------------------------------------------------
+
+
+def test_new_database_is_empty_then_current_after_upgrade(empty_db: Database) -> None:
+    assert empty_db.schema_state() == "empty"
+    empty_db.upgrade()
+    assert empty_db.schema_state() == "current"
+    empty_db.upgrade()  # a second upgrade is a no-op
+    assert empty_db.schema_state() == "current"
+
+
+def test_migrated_schema_matches_the_models_exactly(db: Database) -> None:
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_default_ensure_schema_upgrades_sqlite_and_refuses_postgresql(empty_db: Database) -> None:
+    if empty_db.backend == "sqlite":
+        empty_db.ensure_schema()
+        assert empty_db.schema_state() == "current"
+    else:
+        with pytest.raises(SchemaBehind, match=r"run `bridge db upgrade --config DIR`"):
+            empty_db.ensure_schema()
+        assert empty_db.schema_state() == "empty"
+
+
+def test_schema_behind_names_the_upgrade_command(empty_db: Database) -> None:
+    with pytest.raises(SchemaBehind) as raised:
+        empty_db.ensure_schema(auto_upgrade=False)
+    assert str(raised.value) == (
+        "the database schema is behind this version of imis-bridge: "
+        "run `bridge db upgrade --config DIR`"
+    )
+
+
+def test_ensure_schema_can_be_told_to_upgrade(empty_db: Database) -> None:
+    empty_db.ensure_schema(auto_upgrade=True)
+    assert empty_db.schema_state() == "current"
+    empty_db.ensure_schema(auto_upgrade=False)  # current: nothing to refuse
+
+
+def test_older_revision_is_behind(empty_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty_db.upgrade()
+    # Pretend this package shipped a newer revision after the stored one.
+    monkeypatch.setattr(db_module, "head_revisions", lambda: frozenset({"0002"}))
+    assert empty_db.schema_state() == "behind"
+    with pytest.raises(SchemaBehind):
+        empty_db.ensure_schema(auto_upgrade=False)
+
+
+def test_revision_from_a_newer_bridge_is_ahead_and_refused(empty_db: Database) -> None:
+    empty_db.upgrade()
+    with empty_db.session() as s:
+        s.connection().execute(text("UPDATE alembic_version SET version_num = 'f00d'"))
+    assert empty_db.schema_state() == "ahead"
+    with pytest.raises(SchemaAhead, match="newer"):
+        empty_db.ensure_schema(auto_upgrade=True)
+
+
+def test_parallel_upgrades_of_one_database_all_succeed(empty_database_url: str) -> None:
+    databases = [Database(empty_database_url) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def upgrade(database: Database) -> None:
+        try:
+            database.upgrade()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=upgrade, args=(d,)) for d in databases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert databases[0].schema_state() == "current"
+    finally:
+        for database in databases:
+            database.dispose()
+
+
+# --- construction ---------------------------------------------------------------
+
+
+def test_sqlite_file_gets_its_folder_and_settings(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "bridge.db"
+    with Database(f"sqlite:///{path}") as database:
+        assert path.parent.is_dir()
+        with database.engine.connect() as connection:
+            pragma = {
+                name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            }
+    assert pragma == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "busy_timeout": 5000,
+        "synchronous": 1,
+    }
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://u@h/db"])
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="sqlite:///"):
+        Database(url)
+
+
+def test_repr_hides_the_password() -> None:
+    database = Database("postgresql+psycopg://bridge:s3cret@db.example/bridge")
+    try:
+        assert "s3cret" not in repr(database)
+    finally:
+        database.dispose()
+
+
+# --- transactions and threads ------------------------------------------------------
+
+
+def test_session_commits_on_success_and_rolls_back_on_error(db: Database) -> None:
+    store = Store(db)
+    key = f"rollback-{time.monotonic_ns()}"
+
+    class Boom(Exception):
+        pass
+
+    def insert_then_fail() -> None:
+        with db.session() as s:
+            s.connection().execute(
+                text("INSERT INTO login_throttle VALUES (:k, 1, 0)"), {"k": "rolled-back-" + key}
+            )
+            raise Boom
+
+    with pytest.raises(Boom):
+        insert_then_fail()
+    with db.session() as s:
+        s.connection().execute(text("INSERT INTO login_throttle VALUES (:k, 7, 0)"), {"k": key})
+    with db.session(write=False) as s:
+        rows = s.connection().execute(
+            text("SELECT key_hash, failures FROM login_throttle WHERE key_hash LIKE :k"),
+            {"k": f"%{key}"},
+        )
+        assert list(rows) == [(key, 7)]
+    assert store.get_grant("nothing") is None
+
+
+@pytest.mark.anyio
+async def test_run_does_the_work_in_a_worker_thread(db: Database) -> None:
+    store = Store(db)
+    loop_thread = threading.get_ident()
+    worker = await db.run(threading.get_ident)
+    assert worker != loop_thread
+    assert await db.run(partial(store.throttle_state, ["nobody"], now=0, window_seconds=60)) == 0
+    assert await db.run(store.get_grant, "missing") is None
+    assert await db.run(db.ping) is True
+
+
+# --- outages --------------------------------------------------------------------------
+
+
+def test_unreachable_database_fails_fast_as_one_error_type(unreachable_db: Database) -> None:
+    store = Store(unreachable_db)
+    started = time.monotonic()
+    assert unreachable_db.ping() is False
+    with pytest.raises(DatabaseUnavailable) as raised:
+        store.get_registration("x")
+    assert isinstance(raised.value, ServiceUnavailable)
+    assert raised.value.status_code == 503
+    assert "refused" in raised.value.detail
+    with pytest.raises(DatabaseUnavailable):
+        unreachable_db.schema_state()
+    with pytest.raises(DatabaseUnavailable):
+        unreachable_db.ensure_schema()
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.anyio
+async def test_run_translates_outages(unreachable_db: Database) -> None:
+    store = Store(unreachable_db)
+    with pytest.raises(DatabaseUnavailable):
+        await unreachable_db.run(partial(store.redeem_code, "code", now=0))
+
+    def raw_engine_use() -> None:
+        with unreachable_db.engine.connect():
+            pass
+
+    with pytest.raises(DatabaseUnavailable):
+        await unreachable_db.run(raw_engine_use)
+
+
+def test_database_coming_back_is_used_again_without_restart(
+    database_url: str, database_factory: DatabaseFactory
+) -> None:
+    if database_factory.backend != "postgresql":
+        pytest.skip("needs a database reached over the network (set BRIDGE_TEST_DATABASE_URL)")
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    try:
+        with Database(url.set(host="127.0.0.1", port=proxy.port), connect_timeout=1) as database:
+            store = Store(database)
+            assert store.get_grant("missing") is None  # pool now holds a live connection
+
+            proxy.stop()
+            with pytest.raises(DatabaseUnavailable):
+                store.get_grant("missing")
+            assert database.ping() is False
+
+            proxy.start()
+            assert store.get_grant("missing") is None
+            assert database.ping() is True
+    finally:
+        proxy.stop()
+
+
+def test_connections_killed_by_the_server_are_replaced_silently(db: Database) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite file has no server to drop connections")
+    store = Store(db)
+    assert store.get_grant("missing") is None
+    with db.session(write=False) as s:
+        own = s.connection().execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with Database(make_url(db.url)) as admin, admin.session() as s:
+        s.connection().execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own})
+    assert store.get_grant("missing") is None

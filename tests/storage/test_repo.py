@@ -1,0 +1,664 @@
+"""Conformance suite of :class:`bridge.storage.Store`, run on whichever backend the fixtures give.
+
+Every behaviour the OAuth and login code relies on is pinned here once; SQLite
+(default) and PostgreSQL (``BRIDGE_TEST_DATABASE_URL``) must both pass it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import SQLModel
+
+from bridge.storage import Conflict, Database, Store, hash_token
+from bridge.storage.models import RegistrationRow
+
+T = TypeVar("T")
+NOW = 1_700_000_000
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def parallel(n: int, fn: Callable[[], T]) -> list[T]:
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = [pool.submit(fn) for _ in range(n)]
+        return [future.result() for future in futures]
+
+
+@pytest.fixture
+def fresh_store(empty_database_url: str) -> Iterator[Store]:
+    """A store on a database of its own, for tests that count every row."""
+    with Database(empty_database_url) as database:
+        database.upgrade()
+        yield Store(database)
+
+
+def all_stored_text(db: Database) -> str:
+    with db.engine.connect() as connection:
+        return "\n".join(
+            repr(tuple(row))
+            for table in SQLModel.metadata.sorted_tables
+            for row in connection.execute(select(table))
+        )
+
+
+# --- registrations -------------------------------------------------------------
+
+
+def registration(slug: str | None = None, client_id: str | None = None) -> RegistrationRow:
+    slug = slug or unique("app")
+    return RegistrationRow(
+        slug=slug,
+        name=f"App {slug}",
+        profile="oidc",
+        client_id=client_id if client_id is not None else unique("client"),
+        options_json='{"redirect_uris": ["https://rp.example/cb"]}',
+        secret_hash="hashed",
+        created_at=NOW,
+        updated_at=NOW,
+        updated_by="manager",
+    )
+
+
+def test_registration_round_trip(store: Store) -> None:
+    row = registration()
+    store.insert_registration(row)
+
+    assert store.get_registration(row.slug) == row
+    assert store.get_registration_by_client_id(row.client_id or "") == row
+    assert row.slug in [r.slug for r in store.list_registrations()]
+
+    changed = registration(row.slug, client_id=unique("client"))
+    changed.name = "Renamed"
+    assert store.update_registration(changed) is True
+    stored = store.get_registration(row.slug)
+    assert stored is not None
+    assert (stored.name, stored.client_id) == ("Renamed", changed.client_id)
+    assert store.get_registration_by_client_id(row.client_id or "") is None
+
+    assert store.delete_registration(row.slug) is True
+    assert store.get_registration(row.slug) is None
+    assert store.delete_registration(row.slug) is False
+
+
+def test_registrations_are_listed_by_slug(store: Store) -> None:
+    prefix = unique("order")
+    for suffix in ("c", "a", "b"):
+        store.insert_registration(registration(f"{prefix}-{suffix}"))
+    slugs = [r.slug for r in store.list_registrations() if r.slug.startswith(prefix)]
+    assert slugs == [f"{prefix}-a", f"{prefix}-b", f"{prefix}-c"]
+
+
+def test_duplicate_slug_is_a_conflict_naming_the_slug(store: Store) -> None:
+    row = registration()
+    store.insert_registration(row)
+    with pytest.raises(Conflict, match=row.slug):
+        store.insert_registration(registration(row.slug))
+
+
+def test_duplicate_client_id_is_a_conflict_naming_the_client_id(store: Store) -> None:
+    row = registration()
+    store.insert_registration(row)
+    with pytest.raises(Conflict, match="client_id"):
+        store.insert_registration(registration(client_id=row.client_id))
+    other = registration()
+    store.insert_registration(other)
+    other.client_id = row.client_id
+    with pytest.raises(Conflict, match="client_id"):
+        store.update_registration(other)
+
+
+def test_registrations_without_client_id_do_not_collide(store: Store) -> None:
+    first, second = registration(), registration()
+    first.client_id = second.client_id = None
+    store.insert_registration(first)
+    store.insert_registration(second)
+
+
+def test_updating_a_missing_registration_changes_nothing(store: Store) -> None:
+    row = registration()
+    assert store.update_registration(row) is False
+    assert store.get_registration(row.slug) is None
+
+
+# --- browser sessions -------------------------------------------------------------
+
+
+def new_session(store: Store, *, imis_id: str = "1001", lifetime: int = 3600) -> str:
+    return store.create_session(
+        imis_id=imis_id,
+        username="jdoe",
+        identity_json='{"sub": "1001"}',
+        auth_time=NOW,
+        now=NOW,
+        lifetime_seconds=lifetime,
+    )
+
+
+def test_session_is_found_by_its_raw_id_and_stored_hashed(store: Store) -> None:
+    raw = new_session(store)
+    row = store.get_session(raw, now=NOW + 1, idle_seconds=600)
+    assert row is not None
+    assert row.id_hash == hashlib.sha256(raw.encode()).hexdigest()
+    assert (row.imis_id, row.username, row.auth_time) == ("1001", "jdoe", NOW)
+    assert store.get_session(unique("nope"), now=NOW + 1, idle_seconds=600) is None
+
+
+def test_session_expires_after_its_lifetime(store: Store) -> None:
+    raw = new_session(store, lifetime=100)
+    assert store.get_session(raw, now=NOW + 59, idle_seconds=1000) is not None
+    assert store.get_session(raw, now=NOW + 100, idle_seconds=1000) is None
+
+
+def test_idle_session_ends_and_activity_keeps_it_alive(store: Store) -> None:
+    raw = new_session(store)
+    assert store.get_session(raw, now=NOW + 600, idle_seconds=600) is None
+
+    raw = new_session(store)
+    # Seen at +300 (recorded), then still alive at +800 though +800 > idle from start.
+    seen = store.get_session(raw, now=NOW + 300, idle_seconds=600)
+    assert seen is not None
+    assert seen.last_seen_at == NOW + 300
+    assert store.get_session(raw, now=NOW + 800, idle_seconds=600) is not None
+
+
+def test_session_is_marked_seen_at_most_once_a_minute(store: Store) -> None:
+    raw = new_session(store)
+    first = store.get_session(raw, now=NOW + 30, idle_seconds=600)
+    assert first is not None
+    assert first.last_seen_at == NOW  # not written: less than a minute
+    # Idle counts from the last *recorded* visit: NOW, so +600 is idle.
+    assert store.get_session(raw, now=NOW + 600, idle_seconds=600) is None
+
+
+def test_deleting_a_session_returns_it_once(store: Store) -> None:
+    raw = new_session(store)
+    gone = store.delete_session(raw)
+    assert gone is not None
+    assert gone.id_hash == hash_token(raw)
+    assert store.delete_session(raw) is None
+    assert store.get_session(raw, now=NOW, idle_seconds=600) is None
+
+
+def test_all_sessions_of_a_person_can_be_ended(store: Store) -> None:
+    person, other = unique("p"), unique("p")
+    mine = [new_session(store, imis_id=person) for _ in range(3)]
+    theirs = new_session(store, imis_id=other)
+    assert store.delete_sessions_of(person) == 3
+    assert all(store.get_session(raw, now=NOW, idle_seconds=600) is None for raw in mine)
+    assert store.get_session(theirs, now=NOW, idle_seconds=600) is not None
+    assert store.delete_sessions_of(person) == 0
+
+
+# --- pending requests ----------------------------------------------------------------
+
+
+def test_pending_request_round_trip_and_expiry(store: Store) -> None:
+    params = {"client_id": "portal", "scope": "openid", "state": "xyz"}
+    raw = store.create_pending(
+        kind="oidc", registration="portal", params=params, now=NOW, ttl_seconds=600
+    )
+    row = store.get_pending(raw, now=NOW + 599)
+    assert row is not None
+    assert (row.kind, row.registration, row.id_hash) == ("oidc", "portal", hash_token(raw))
+    assert '"state":"xyz"' in row.params_json
+    assert store.get_pending(raw, now=NOW + 600) is None
+
+    store.delete_pending(raw)
+    assert store.get_pending(raw, now=NOW) is None
+    store.delete_pending(raw)  # deleting twice is fine
+
+
+# --- authorization codes ---------------------------------------------------------------
+
+
+def new_code(
+    store: Store, *, grant_id: str | None = None, session_hash: str | None = None, ttl: int = 60
+) -> str:
+    return store.create_code(
+        grant_id=grant_id or unique("grant"),
+        client_id="portal",
+        redirect_uri="https://rp.example/cb",
+        scope="openid profile",
+        nonce="n-0S6_WzA2Mj",
+        code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        code_challenge_method="S256",
+        session_hash=session_hash,
+        imis_id="1001",
+        identity_json='{"sub": "1001"}',
+        auth_time=NOW,
+        now=NOW,
+        ttl_seconds=ttl,
+    )
+
+
+def test_code_is_redeemed_once_then_reported_as_replayed(store: Store) -> None:
+    raw = new_code(store, grant_id="g-redeem")
+    first = store.redeem_code(raw, now=NOW + 1)
+    assert first.status == "ok"
+    assert first.row is not None
+    assert (first.row.grant_id, first.row.redeemed_at) == ("g-redeem", NOW + 1)
+    assert first.row.nonce == "n-0S6_WzA2Mj"
+
+    again = store.redeem_code(raw, now=NOW + 2)
+    assert again.status == "replayed"
+    assert again.row is not None
+    assert again.row.grant_id == "g-redeem"
+
+
+def test_unknown_and_expired_codes_are_invalid(store: Store) -> None:
+    assert store.redeem_code(unique("nope"), now=NOW).status == "invalid"
+    raw = new_code(store, ttl=60)
+    expired = store.redeem_code(raw, now=NOW + 60)
+    assert (expired.status, expired.row) == ("invalid", None)
+
+
+def test_parallel_redemptions_have_exactly_one_winner(store: Store) -> None:
+    raw = new_code(store)
+    outcomes = parallel(20, lambda: store.redeem_code(raw, now=NOW + 1).status)
+    assert outcomes.count("ok") == 1
+    assert outcomes.count("replayed") == 19
+
+
+# --- grants and tokens ------------------------------------------------------------------
+
+
+def new_grant(
+    store: Store,
+    *,
+    client_id: str = "portal",
+    session_hash: str | None = None,
+    ttl: int = 3600,
+) -> str:
+    grant_id = unique("grant")
+    store.create_grant(
+        grant_id=grant_id,
+        client_id=client_id,
+        imis_id="1001",
+        scope="openid offline_access",
+        session_hash=session_hash,
+        identity_json='{"sub": "1001"}',
+        auth_time=NOW,
+        now=NOW,
+        ttl_seconds=ttl,
+    )
+    return grant_id
+
+
+def issue(
+    store: Store, grant_id: str, *, client_id: str = "portal", now: int = NOW
+) -> tuple[str, str]:
+    access, refresh = store.issue_tokens(
+        grant_id=grant_id,
+        client_id=client_id,
+        scope="openid offline_access",
+        now=now,
+        access_ttl=600,
+        refresh_ttl=86400,
+    )
+    assert refresh is not None
+    return access, refresh
+
+
+def test_grant_round_trip(store: Store) -> None:
+    grant_id = new_grant(store, session_hash="sess-h")
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert (grant.client_id, grant.session_hash, grant.expires_at) == (
+        "portal",
+        "sess-h",
+        NOW + 3600,
+    )
+    assert grant.revoked_at is None
+    assert store.get_grant(unique("nope")) is None
+
+
+def test_issued_tokens_are_active_with_their_grant(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+
+    found = store.active_token(access, now=NOW + 1)
+    assert found is not None
+    token, grant = found
+    assert (token.kind, token.client_id, token.expires_at) == ("access", "portal", NOW + 600)
+    assert token.token_hash == hash_token(access)
+    assert grant.id == grant_id
+
+    assert store.active_token(access, now=NOW + 1, kind="refresh") is None
+    refresh_found = store.active_token(refresh, now=NOW + 1, kind="refresh")
+    assert refresh_found is not None
+    assert refresh_found[0].kind == "refresh"
+    assert store.active_token(access, now=NOW + 600) is None
+    assert store.active_token(unique("nope"), now=NOW) is None
+
+
+def test_access_only_issue_has_no_refresh_token(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = store.issue_tokens(
+        grant_id=grant_id,
+        client_id="portal",
+        scope="openid",
+        now=NOW,
+        access_ttl=60,
+        refresh_ttl=None,
+    )
+    assert refresh is None
+    assert store.active_token(access, now=NOW) is not None
+
+
+def test_issuing_extends_the_grant_to_cover_its_tokens(store: Store) -> None:
+    grant_id = new_grant(store, ttl=60)
+    issue(store, grant_id)
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.expires_at == NOW + 86400
+
+
+def test_tokens_are_refused_for_a_revoked_unknown_or_foreign_grant(store: Store) -> None:
+    grant_id = new_grant(store)
+    with pytest.raises(Conflict):
+        issue(store, grant_id, client_id="someone-else")
+    with pytest.raises(Conflict):
+        issue(store, unique("nope"))
+    store.revoke_grant(grant_id, now=NOW)
+    with pytest.raises(Conflict):
+        issue(store, grant_id)
+
+
+def test_refresh_rotation_retires_the_old_token(store: Store) -> None:
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+
+    rotation = store.rotate_refresh(refresh, client_id="portal", now=NOW + 10, grace_seconds=5)
+    assert rotation.status == "ok"
+    assert rotation.token is not None
+    assert rotation.grant is not None
+    assert (rotation.token.rotated_at, rotation.grant.id) == (NOW + 10, grant_id)
+    assert store.active_token(refresh, now=NOW + 10) is None
+
+    new_access, new_refresh = issue(store, grant_id, now=NOW + 10)
+    assert store.active_token(new_access, now=NOW + 11) is not None
+    assert (
+        store.rotate_refresh(new_refresh, client_id="portal", now=NOW + 20, grace_seconds=5).status
+        == "ok"
+    )
+
+
+def test_refresh_retry_within_grace_gets_ok_again_without_revocation(store: Store) -> None:
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    assert (
+        store.rotate_refresh(refresh, client_id="portal", now=NOW + 10, grace_seconds=5).status
+        == "ok"
+    )
+    first_access, _ = issue(store, grant_id, now=NOW + 10)
+
+    retry = store.rotate_refresh(refresh, client_id="portal", now=NOW + 15, grace_seconds=5)
+    assert retry.status == "ok"
+    assert retry.grant is not None
+    assert retry.grant.id == grant_id
+    assert store.active_token(first_access, now=NOW + 15) is not None
+
+
+def test_refresh_reuse_after_grace_revokes_the_whole_family(store: Store) -> None:
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    assert (
+        store.rotate_refresh(refresh, client_id="portal", now=NOW + 10, grace_seconds=5).status
+        == "ok"
+    )
+    new_access, new_refresh = issue(store, grant_id, now=NOW + 10)
+
+    reuse = store.rotate_refresh(refresh, client_id="portal", now=NOW + 16, grace_seconds=5)
+    assert reuse.status == "reused"
+
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 16
+    assert store.active_token(new_access, now=NOW + 17) is None
+    assert store.active_token(new_refresh, now=NOW + 17) is None
+    assert (
+        store.rotate_refresh(new_refresh, client_id="portal", now=NOW + 17, grace_seconds=5).status
+        == "invalid"
+    )
+
+
+def test_refresh_by_another_client_is_invalid_and_harmless(store: Store) -> None:
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    assert (
+        store.rotate_refresh(refresh, client_id="thief", now=NOW + 1, grace_seconds=5).status
+        == "invalid"
+    )
+    assert store.active_token(refresh, now=NOW + 1) is not None
+    assert (
+        store.rotate_refresh(refresh, client_id="portal", now=NOW + 2, grace_seconds=5).status
+        == "ok"
+    )
+
+
+def test_refresh_with_access_expired_or_unknown_token_is_invalid(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+    assert (
+        store.rotate_refresh(access, client_id="portal", now=NOW, grace_seconds=5).status
+        == "invalid"
+    )
+    assert (
+        store.rotate_refresh(unique("x"), client_id="portal", now=NOW, grace_seconds=5).status
+        == "invalid"
+    )
+    expired = store.rotate_refresh(refresh, client_id="portal", now=NOW + 86400, grace_seconds=5)
+    assert expired.status == "invalid"
+
+
+def test_parallel_refreshes_of_one_token_all_succeed_within_grace(store: Store) -> None:
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    outcomes = parallel(
+        10, lambda: store.rotate_refresh(refresh, client_id="portal", now=NOW + 1, grace_seconds=5)
+    )
+    assert {o.status for o in outcomes} == {"ok"}
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at is None
+
+
+def test_revoking_an_access_token_revokes_only_it(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+    assert store.revoke_token(access, client_id="portal", now=NOW + 1) is True
+    assert store.active_token(access, now=NOW + 1) is None
+    assert store.active_token(refresh, now=NOW + 1) is not None
+    assert store.revoke_token(access, client_id="portal", now=NOW + 2) is True  # idempotent
+
+
+def test_revoking_a_refresh_token_revokes_its_grant(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+    assert store.revoke_token(refresh, client_id="portal", now=NOW + 1) is True
+    assert store.active_token(access, now=NOW + 1) is None
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 1
+
+
+def test_another_clients_token_is_not_revoked(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+    assert store.revoke_token(refresh, client_id="other", now=NOW + 1) is False
+    assert store.revoke_token(access, client_id="other", now=NOW + 1) is False
+    assert store.active_token(access, now=NOW + 1) is not None
+    assert store.revoke_token(unique("nope"), client_id="portal", now=NOW) is False
+
+
+def test_revoking_a_grant_ends_all_its_tokens(store: Store) -> None:
+    grant_id = new_grant(store)
+    first = issue(store, grant_id)
+    second = issue(store, grant_id)
+    other_access, _ = issue(store, new_grant(store))
+    assert store.revoke_grant(grant_id, now=NOW + 5) is True
+    assert all(store.active_token(raw, now=NOW + 6) is None for raw in (*first, *second))
+    assert store.active_token(other_access, now=NOW + 6) is not None
+    assert store.revoke_grant(unique("nope"), now=NOW) is False
+
+
+def test_a_grant_revoked_before_it_is_created_cannot_be_created(store: Store) -> None:
+    # A replayed code is reported before the first redemption recorded its grant.
+    raw = new_code(store, grant_id=unique("grant"))
+    winner = store.redeem_code(raw, now=NOW + 1)
+    replay = store.redeem_code(raw, now=NOW + 1)
+    assert winner.row is not None
+    assert replay.row is not None
+    assert store.revoke_grant(replay.row.grant_id, now=NOW + 1) is False
+    with pytest.raises(Conflict):
+        store.create_grant(
+            grant_id=winner.row.grant_id,
+            client_id="portal",
+            imis_id="1001",
+            scope="openid",
+            session_hash=None,
+            identity_json="{}",
+            auth_time=NOW,
+            now=NOW + 1,
+            ttl_seconds=3600,
+        )
+    with pytest.raises(Conflict):
+        issue(store, winner.row.grant_id, now=NOW + 1)
+
+
+def test_signing_out_revokes_the_sessions_grants_and_voids_its_codes(store: Store) -> None:
+    session_hash = hash_token(unique("session"))
+    grants = [new_grant(store, session_hash=session_hash) for _ in range(2)]
+    tokens = [issue(store, grant_id) for grant_id in grants]
+    elsewhere = issue(store, new_grant(store, session_hash=hash_token(unique("session"))))
+    pending_code = new_code(store, session_hash=session_hash)
+
+    assert store.revoke_grants_of_session(session_hash, now=NOW + 5) == 2
+    assert all(store.active_token(raw, now=NOW + 6) is None for pair in tokens for raw in pair)
+    assert store.active_token(elsewhere[0], now=NOW + 6) is not None
+    assert store.redeem_code(pending_code, now=NOW + 6).status == "invalid"
+    assert store.revoke_grants_of_session(session_hash, now=NOW + 7) == 0
+
+
+# --- throttling -------------------------------------------------------------------------
+
+
+def test_failures_are_counted_per_key_and_the_worst_key_counts(store: Store) -> None:
+    user, address = unique("user"), unique("ip")
+    assert store.throttle_state([user, address], now=NOW, window_seconds=900) == 0
+    for _ in range(3):
+        store.record_failure([user, address], now=NOW)
+    store.record_failure([user], now=NOW + 1)
+    assert store.throttle_state([user], now=NOW + 2, window_seconds=900) == 4
+    assert store.throttle_state([address], now=NOW + 2, window_seconds=900) == 3
+    assert store.throttle_state([address, user], now=NOW + 2, window_seconds=900) == 4
+    assert store.throttle_state([], now=NOW, window_seconds=900) == 0
+
+
+def test_failures_outside_the_window_do_not_count(store: Store) -> None:
+    user = unique("user")
+    store.record_failure([user], now=NOW)
+    assert store.throttle_state([user], now=NOW + 899, window_seconds=900) == 1
+    assert store.throttle_state([user], now=NOW + 900, window_seconds=900) == 0
+    # A failure after a quiet spell starts counting again.
+    store.record_failure([user], now=NOW + 2000, window_seconds=900)
+    assert store.throttle_state([user], now=NOW + 2000, window_seconds=900) == 1
+
+
+def test_clearing_failures_resets_the_keys(store: Store) -> None:
+    user, address = unique("user"), unique("ip")
+    store.record_failure([user, address], now=NOW)
+    store.clear_failures([user])
+    assert store.throttle_state([user], now=NOW, window_seconds=900) == 0
+    assert store.throttle_state([address], now=NOW, window_seconds=900) == 1
+    store.clear_failures([])
+
+
+def test_parallel_failures_are_all_counted(store: Store) -> None:
+    user, address = unique("user"), unique("ip")
+    parallel(20, lambda: store.record_failure([address, user, user], now=NOW))
+    assert store.throttle_state([user], now=NOW, window_seconds=900) == 20
+    assert store.throttle_state([address], now=NOW, window_seconds=900) == 20
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+def test_audit_events_are_listed_newest_first(fresh_store: Store) -> None:
+    for i in range(5):
+        fresh_store.audit(
+            actor="manager",
+            action="registration.update",
+            target=f"app-{i}",
+            detail={"changed": ["name"], "i": i},
+            ip="192.0.2.1",
+            now=NOW + i,
+        )
+    events = fresh_store.list_audit(limit=2, offset=1)
+    assert [e.target for e in events] == ["app-3", "app-2"]
+    assert events[0].detail_json == '{"changed":["name"],"i":3}'
+    assert (events[0].actor, events[0].ip, events[0].at) == ("manager", "192.0.2.1", NOW + 3)
+
+
+def test_audit_clips_overlong_values_instead_of_failing(store: Store) -> None:
+    store.audit(
+        actor="x" * 500, action="login.failed", target="t" * 500, detail={}, ip=None, now=NOW
+    )
+    event = next(e for e in store.list_audit(limit=1000) if e.actor.startswith("x" * 200))
+    assert (len(event.actor), len(event.target)) == (200, 200)
+
+
+# --- secrets at rest and housekeeping ------------------------------------------------------
+
+
+def test_no_raw_secret_is_ever_stored(fresh_store: Store) -> None:
+    store = fresh_store
+    session = new_session(store)
+    pending = store.create_pending(
+        kind="zendesk", registration="desk", params={}, now=NOW, ttl_seconds=60
+    )
+    code = new_code(store)
+    access, refresh = issue(store, new_grant(store))
+    throttle_key = unique("user:jdoe")
+    store.record_failure([throttle_key], now=NOW)
+
+    dump = all_stored_text(store.db)
+    for raw in (session, pending, code, access, refresh, throttle_key):
+        assert raw not in dump
+        if raw is not throttle_key:
+            assert hash_token(raw) in dump
+
+
+def test_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
+    store = fresh_store
+    day = 24 * 3600
+    live_session = new_session(store, lifetime=10 * day)
+    new_session(store, lifetime=10)
+    store.create_pending(kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=10)
+    old_code = new_code(store, ttl=10)
+    live_grant = new_grant(store, ttl=10 * day)
+    old_grant = new_grant(store, ttl=10)
+    store.issue_tokens(
+        grant_id=old_grant, client_id="portal", scope="s", now=NOW, access_ttl=10, refresh_ttl=None
+    )
+    live_access, _ = issue(store, live_grant)
+    store.record_failure([unique("user")], now=NOW)
+
+    assert store.purge_expired(now=NOW + 100) == 2  # the short session and the pending request
+    assert store.redeem_code(old_code, now=NOW + 100).status == "invalid"
+    # A day later, the expired code, token, grant and throttle row go too.
+    assert store.purge_expired(now=NOW + 10 + day) == 4
+    assert store.get_session(live_session, now=NOW + 10 + day, idle_seconds=2 * day) is not None
+    assert store.get_grant(live_grant) is not None
+    assert store.get_grant(old_grant) is None
+    assert store.active_token(live_access, now=NOW + 500) is not None
+    assert store.purge_expired(now=NOW + 10 + day) == 0
