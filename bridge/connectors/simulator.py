@@ -262,6 +262,7 @@ class SimulatorState:
         self.token_seconds = token_seconds
         #: Render collections as plain JSON lists, as some iMIS versions do.
         self.plain_lists = plain_lists
+        self._initial = (latency_ms, token_seconds, plain_lists)
         self._lock = threading.Lock()
         self._tokens: dict[str, _Token] = {}
         self._faults = Faults()
@@ -269,6 +270,13 @@ class SimulatorState:
         self._counts: Counter[str] = Counter()
         self._paths: Counter[str] = Counter()
         self._tokens_by_user: Counter[str] = Counter()
+
+    def reset(self) -> None:
+        """Back to how it started: no faults, no tokens, zero counters, initial options."""
+        self.latency_ms, self.token_seconds, self.plain_lists = self._initial
+        self.clear_faults()
+        self.expire_tokens()
+        self.reset_stats()
 
     # faults
     def set_faults(self, faults: Faults | None = None, **changes: Any) -> None:

@@ -60,10 +60,18 @@ def demo_people() -> list[SimPerson]:
     return load_people(DEFAULT_PEOPLE_FILE)
 
 
-@pytest.fixture
-def sim() -> Iterator[Sim]:
+@pytest.fixture(scope="session")
+def shared_sim() -> Iterator[Sim]:
     with running_simulator() as running:
         yield running
+
+
+@pytest.fixture
+def sim(shared_sim: Sim) -> Iterator[Sim]:
+    """The demo simulator, reset before and after the test (one server for the session)."""
+    shared_sim.state.reset()
+    yield shared_sim
+    shared_sim.state.reset()
 
 
 StoreFactory = Callable[..., ImisUserStore]

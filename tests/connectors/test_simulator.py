@@ -318,3 +318,13 @@ def test_serve_simulator_refuses_a_bad_people_file(
     path.write_text("person = 3\n")
     assert serve_simulator(0, str(path), 0) == 2
     assert "cannot read people" in capsys.readouterr().err
+
+
+def test_reset_restores_the_start(http: httpx.Client, sim: Sim) -> None:
+    headers = bearer(http, "jdoe")
+    sim.state.set_faults(status=503, paths=("/api",))
+    sim.state.latency_ms, sim.state.plain_lists = 5, True
+    sim.state.reset()
+    assert (sim.state.faults, sim.state.latency_ms, sim.state.plain_lists) == (Faults(), 0, False)
+    assert sim.state.stats()["token_requests"] == 0
+    assert http.get("/api/Party/23210", headers=headers).status_code == 401
