@@ -91,6 +91,13 @@ class Registration:
         return data
 
 
+#: Longest registration name (the database column's length).
+MAX_NAME_LENGTH = 200
+#: Internal key carrying a stored client secret's hash back into validation; never
+#: accepted from a file, the CLI or the admin (they give the secret itself).
+_STORED_HASH = "client_secret_hash"
+
+
 def parse_registration(
     slug: str,
     data: Mapping[str, Any],
@@ -99,23 +106,36 @@ def parse_registration(
     hash_secret: Callable[[str], str],
     source: Literal["file", "database"] = "database",
     file: str | None = None,
+    stored_hash: bool = False,
 ) -> Registration | None:
-    """Validate one registration; returns None (with problems added) when it is unusable."""
+    """Validate one registration; returns None (with problems added) when it is unusable.
+
+    ``stored_hash`` lets ``data`` carry ``client_secret_hash`` (a row being read back).
+    """
     before = problems.count
     if not is_valid_slug(slug):
-        problems.add("slug", f"{slug!r} is not a valid slug (lowercase letters, digits, '-')")
+        problems.add(
+            "slug",
+            f"{slug!r} is not a valid slug (lowercase letters, digits, '-'; at most 63)",
+        )
     profile_name = data.get("profile")
     module = PROFILE_TYPES.get(profile_name) if isinstance(profile_name, str) else None
     if module is None:
         problems.add("profile", f"must be one of {', '.join(PROFILE_TYPES)}, not {profile_name!r}")
         return None
     for key in data:
-        if key not in COMMON_KEYS and key not in module.KEYS and key != "client_secret_hash":
+        known = key in COMMON_KEYS or key in module.KEYS
+        if not known and not (stored_hash and key == _STORED_HASH):
             problems.add(key, f"unknown key for profile {profile_name!r}")
     name = data.get("name")
-    if not isinstance(name, str) or not name.strip():
+    if name is None or (isinstance(name, str) and not name.strip()):
         problems.add("name", "is required (shown to people on the sign-in page)")
         name = slug
+    elif not isinstance(name, str):
+        problems.add("name", f"must be a string, not {type(name).__name__}")
+        name = slug
+    elif len(name.strip()) > MAX_NAME_LENGTH:
+        problems.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         problems.add("enabled", "must be true or false")
@@ -136,6 +156,15 @@ def parse_registration(
         source=source,
         file=file,
     )
+
+
+def check_file_registrations(sources: Sequence[RegistrationSource], sink: list[Problem]) -> None:
+    """Validate registration files only (for ``load_settings(check_registrations=...)``)."""
+    load_file_registrations(sources, sink, hash_secret=_discard_secret)
+
+
+def _discard_secret(secret: str) -> str:
+    return "unused"
 
 
 def load_file_registrations(
@@ -215,12 +244,13 @@ class Registry:
         """Stored registrations that clash with a file's slug or client_id."""
         found = []
         for row in self._store.list_registrations():
+            remedy = f"rename the file or run `bridge registrations remove {row.slug}`"
             if row.slug in self._files:
                 found.append(
                     Problem(
                         self._files[row.slug].file or "",
-                        "slug",
-                        f"{row.slug!r} is also a stored registration",
+                        "",
+                        f"slug {row.slug!r} is also a stored registration: {remedy}",
                     )
                 )
             elif row.client_id and row.client_id in self._file_clients:
@@ -229,7 +259,9 @@ class Registry:
                     Problem(
                         clash.file or "",
                         "client_id",
-                        f"{row.client_id!r} is also used by stored registration {row.slug!r}",
+                        f"{row.client_id!r} is also used by stored registration "
+                        f"{row.slug!r}: change one, or run "
+                        f"`bridge registrations remove {row.slug}`",
                     )
                 )
         return found
@@ -243,7 +275,11 @@ class Registry:
             data["shared_secret"] = self._decrypt(row.secret_encrypted)
         sink: list[Problem] = []
         reg = parse_registration(
-            row.slug, data, Problems(f"registration {row.slug}", sink), hash_secret=self._hash
+            row.slug,
+            data,
+            Problems(f"registration {row.slug}", sink),
+            hash_secret=self._hash,
+            stored_hash=True,
         )
         if reg is None:  # validated on write; a hand-edited row is refused loudly
             raise InvalidRegistration([(p.key, p.reason) for p in sink])
@@ -274,16 +310,19 @@ class Registry:
         data.update(name=row.name, profile=row.profile)
         if "profile" in changes and changes["profile"] != row.profile:
             raise BadRequest("the profile of a registration cannot change; add a new one")
+        if _STORED_HASH in changes:
+            raise InvalidRegistration([(_STORED_HASH, "unknown key: give client_secret instead")])
+        # Top-level keys are replaced (a table such as access as a whole); None removes.
         for key, value in changes.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
         if row.secret_hash and "client_secret" not in changes:
-            data["client_secret_hash"] = row.secret_hash
+            data[_STORED_HASH] = row.secret_hash
         if row.secret_encrypted and "shared_secret" not in changes:
             data["shared_secret"] = self._decrypt(row.secret_encrypted)
-        reg = self._validate(slug, data)
+        reg = self._validate(slug, data, stored_hash=True)
         self._check_client_id(reg)
         self._store.update_registration(self._to_row(reg, data, existing=row, actor=actor))
         return reg
@@ -295,10 +334,16 @@ class Registry:
             )
         return self._store.delete_registration(slug)
 
-    def _validate(self, slug: str, data: Mapping[str, Any]) -> Registration:
+    def _validate(
+        self, slug: str, data: Mapping[str, Any], *, stored_hash: bool = False
+    ) -> Registration:
         sink: list[Problem] = []
         reg = parse_registration(
-            slug, data, Problems(f"registration {slug}", sink), hash_secret=self._hash
+            slug,
+            data,
+            Problems(f"registration {slug}", sink),
+            hash_secret=self._hash,
+            stored_hash=stored_hash,
         )
         if reg is None:
             raise InvalidRegistration([(p.key, p.reason) for p in sink])
@@ -308,7 +353,8 @@ class Registry:
         if reg.client_id is None:
             return
         if reg.client_id in self._file_clients:
-            raise BadRequest(f"client_id {reg.client_id!r} is already used by a file registration")
+            clash = self._file_clients[reg.client_id]
+            raise BadRequest(f"client_id {reg.client_id!r} is already used by {clash.file}")
         other = self._store.get_registration_by_client_id(reg.client_id)
         if other is not None and other.slug != reg.slug:
             raise BadRequest(f"client_id {reg.client_id!r} is already used by {other.slug!r}")

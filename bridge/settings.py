@@ -9,17 +9,23 @@ with the profile (see :mod:`bridge.registry`). Nothing here runs at import time.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+#: At most 63 characters: the length of the database column (and of a DNS label).
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: Where problems with ``BRIDGE_*`` environment overrides are reported.
+ENVIRONMENT = "environment"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -30,6 +36,9 @@ class Problem:
     file: str
     key: str
     reason: str
+    #: Set when the key's value named an unset ``${VAR}``: later problems with the
+    #: same key are then consequences (an empty value), not news, and are dropped.
+    unset_env: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         where = f"{self.file}: {self.key}" if self.key else self.file
@@ -45,14 +54,33 @@ class ConfigurationError(Exception):
 
 
 class Problems:
-    """Collects problems for one file while it is being read."""
+    """Collects problems for one file while it is being read.
 
-    def __init__(self, file: str, sink: list[Problem]) -> None:
+    ``from_env`` maps a key whose value came from a ``BRIDGE_*`` variable to
+    that variable, so a bad override is reported where it was made.
+    """
+
+    def __init__(
+        self, file: str, sink: list[Problem], *, from_env: Mapping[str, str] | None = None
+    ) -> None:
         self.file = file
         self._sink = sink
+        self._from_env = dict(from_env or {})
 
-    def add(self, key: str, reason: str) -> None:
-        self._sink.append(Problem(self.file, key, reason))
+    def add(self, key: str, reason: str, *, unset_env: bool = False) -> None:
+        if not unset_env and self.has_unset_env(key):
+            return
+        file = self.file
+        if key in self._from_env:
+            file, key = ENVIRONMENT, self._from_env[key]
+        self._sink.append(Problem(file, key, reason, unset_env=unset_env))
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` of this file already has a problem."""
+        return any(p.file == self.file and p.key == key for p in self._sink)
+
+    def has_unset_env(self, key: str) -> bool:
+        return any(p.unset_env and p.file == self.file and p.key == key for p in self._sink)
 
     @property
     def count(self) -> int:
@@ -167,8 +195,13 @@ def _str(value: Any, problems: Problems, key: str) -> Any:
 
 
 def _int(value: Any, problems: Problems, key: str) -> Any:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    # Text is accepted because environment variables (overrides, ${VAR}) are text.
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            problems.add(key, f"must be a whole number, not {value!r}")
+            return None
     if isinstance(value, bool) or not isinstance(value, int):
         problems.add(key, f"must be a whole number, not {type(value).__name__}")
         return None
@@ -187,6 +220,9 @@ def _float(value: Any, problems: Problems, key: str) -> Any:
             return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(key, f"must be a number, not {type(value).__name__}")
+        return None
+    if not math.isfinite(value):
+        problems.add(key, "must be a finite number")
         return None
     if value < 0:
         problems.add(key, "must not be negative")
@@ -233,12 +269,48 @@ def _optional_str(value: Any, problems: Problems, key: str) -> Any:
     return text or None
 
 
-def is_http_url(text: str) -> bool:
+def _optional_email(value: Any, problems: Problems, key: str) -> Any:
+    text = _optional_str(value, problems, key)
+    if text is not None and not _EMAIL.match(text):
+        problems.add(key, f"must be an email address, not {text!r}")
+        return None
+    return text
+
+
+def _non_empty_str(value: Any, problems: Problems, key: str) -> Any:
+    text = _str(value, problems, key)
+    if text == "":
+        problems.add(key, "must not be empty")
+        return None
+    return text
+
+
+def has_unsafe_url_chars(text: str) -> bool:
+    return bool(_UNSAFE_URL_CHARS.search(text))
+
+
+def url_problem(text: str, schemes: frozenset[str] = frozenset({"http", "https"})) -> str | None:
+    """None if ``text`` is an absolute URL with one of ``schemes`` and a host, else why not."""
+    if not text:
+        return "must not be empty"
+    if has_unsafe_url_chars(text):
+        return "must be a URL without spaces or control characters"
     try:
         parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
-        return False
-    return parts.scheme in {"http", "https"} and bool(parts.hostname) and " " not in text
+        return "is not a valid URL"
+    if parts.scheme not in schemes:
+        return f"must be an {'/'.join(sorted(schemes))} URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain a user name or password"
+    return None
+
+
+def is_http_url(text: str) -> bool:
+    return url_problem(text) is None
 
 
 def _section(cls: type, fields_: Mapping[str, Converter]) -> tuple[type, Mapping[str, Converter]]:
@@ -267,7 +339,7 @@ _SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
             "organization_name": _str,
             "logo_url": _optional_url,
             "forgot_password_url": _optional_url,
-            "support_email": _optional_str,
+            "support_email": _optional_email,
         },
     ),
     "sessions": _section(SessionSettings, {"lifetime_seconds": _int, "idle_seconds": _int}),
@@ -293,8 +365,8 @@ _SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
 
 _TOP: dict[str, Converter] = {
     "issuer": _str,
-    "database_url": _str,
-    "keys_dir": _str,
+    "database_url": _non_empty_str,
+    "keys_dir": _non_empty_str,
     "log_level": _str,
     "demo": _bool,
     "zendesk_base_url": _optional_url,
@@ -311,7 +383,7 @@ def expand_env(value: Any, problems: Problems, key: str, env: Mapping[str, str])
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
-                problems.add(key, f"environment variable {name} is not set")
+                problems.add(key, f"environment variable {name} is not set", unset_env=True)
                 return ""
             return env[name]
 
@@ -327,7 +399,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
+def read_toml(path: Path, problems: Problems) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -340,20 +412,34 @@ def _read_toml(path: Path, problems: Problems) -> dict[str, Any]:
     return {}
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """``BRIDGE_KEY`` overrides a top-level key; ``BRIDGE_SECTION__KEY`` a section key."""
+def _env_overrides(
+    env: Mapping[str, str], sink: list[Problem]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``BRIDGE_KEY`` overrides a top-level key; ``BRIDGE_SECTION__KEY`` a section key.
+
+    Returns the overrides and, for each dotted key overridden, the variable's name.
+    Other ``BRIDGE_*`` variables are not ours to judge (``BRIDGE_CONFIG_DIR``, tests),
+    except a misspelt key of a known section, which would otherwise be ignored silently.
+    """
     out: dict[str, Any] = {}
-    for name, value in env.items():
+    names: dict[str, str] = {}
+    for name, value in sorted(env.items()):
         if not name.startswith("BRIDGE_") or name.startswith("BRIDGE_TEST_"):
             continue
         rest = name[len("BRIDGE_") :].lower()
         if "__" in rest:
             section, key = rest.split("__", 1)
-            if section in _SECTIONS and key in _SECTIONS[section][1]:
-                out.setdefault(section, {})[key] = value
+            if section not in _SECTIONS:
+                continue
+            if key not in _SECTIONS[section][1]:
+                sink.append(Problem(ENVIRONMENT, name, f"unknown key {section}.{key}"))
+                continue
+            out.setdefault(section, {})[key] = value
+            names[f"{section}.{key}"] = name
         elif rest in _TOP:
             out[rest] = value
-    return out
+            names[rest] = name
+    return out, names
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -387,25 +473,40 @@ def _resolve(config_dir: Path, text: str) -> Path:
     return path if path.is_absolute() else config_dir / path
 
 
-def _resolve_database_url(config_dir: Path, url: str) -> str:
+def _resolve_database_url(config_dir: Path, url: str, problems: Problems) -> str:
     """A relative SQLite path is relative to the config directory, like keys_dir."""
     prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
-        return prefix + str((config_dir / url[len(prefix) :]).resolve())
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme == "sqlite":
+        path = url[len(prefix) :].split("?", 1)[0] if url.startswith(prefix) else ""
+        if not path or path == ":memory:":
+            problems.add("database_url", "a SQLite URL needs a file: sqlite:///PATH")
+            return url
+        if not url.startswith(prefix + "/"):
+            return prefix + str((config_dir / url[len(prefix) :]).resolve())
+        return url
+    if scheme in {"postgres", "postgresql"}:
+        # SQLAlchemy would pick psycopg2 for these; psycopg (3) is the driver we ship.
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if scheme != "postgresql+psycopg":
+        problems.add(
+            "database_url",
+            "must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB, "
+            # never the URL itself: it may carry a password
+            f"not {scheme + '://...' if scheme else 'a URL without a scheme'}",
+        )
     return url
 
 
 def _check_issuer(issuer: str, problems: Problems) -> None:
-    try:
-        parts = urlsplit(issuer)
-    except ValueError:
-        problems.add("issuer", f"not a URL: {issuer!r}")
+    reason = url_problem(issuer)
+    if reason:
+        problems.add("issuer", f"{reason} (the public https base URL), not {issuer!r}")
         return
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        problems.add("issuer", f"must be an https URL, not {issuer!r}")
-    elif parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+    parts = urlsplit(issuer)
+    if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
         problems.add("issuer", "must use https (http is allowed only for localhost/127.0.0.1)")
-    elif parts.query or parts.fragment:
+    elif parts.query or parts.fragment or issuer.endswith(("?", "#")):
         problems.add("issuer", "must not have a query or fragment")
 
 
@@ -414,23 +515,29 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    check_registrations: Callable[[Sequence[RegistrationSource], list[Problem]], object]
+    | None = None,
 ) -> Settings:
     """Read ``bridge.toml`` and ``registrations/*.toml`` under ``config_dir``.
 
-    Raises :class:`ConfigurationError` listing every problem found.
+    ``check_registrations(sources, sink)`` validates what the registration files
+    mean (see :func:`bridge.registry.check_file_registrations`); it runs even when
+    other problems were found, so one run reports them all. Raises
+    :class:`ConfigurationError` listing every problem found.
     """
     env = os.environ if env is None else env
     config_dir = Path(config_dir).resolve()
     sink: list[Problem] = []
     main_file = config_dir / "bridge.toml"
-    problems = Problems(str(main_file), sink)
-    raw = _read_toml(main_file, problems)
-    raw = _merge(raw, _env_overrides(env))
+    env_raw, env_names = _env_overrides(env, sink)
+    problems = Problems(str(main_file), sink, from_env=env_names)
+    raw = read_toml(main_file, problems)
+    raw = _merge(raw, env_raw)
     if overrides:
         raw = _merge(raw, overrides)
     raw = expand_env(raw, problems, "", env)
 
-    top_raw = {k: v for k, v in raw.items() if not isinstance(v, dict) or k not in _SECTIONS}
+    top_raw = {k: v for k, v in raw.items() if k not in _SECTIONS}
     top = _convert(top_raw, _TOP, problems, "")
     kwargs: dict[str, Any] = {}
     for name, (cls, schema) in _SECTIONS.items():
@@ -442,29 +549,25 @@ def load_settings(
 
     issuer = top.pop("issuer", None)
     if not issuer:
-        if "issuer" not in raw:
+        if not problems.has("issuer") and not problems.has(""):  # "" : the file is unreadable
             problems.add("issuer", "is required (the public base URL of the bridge)")
         issuer = "http://invalid"
     else:
         _check_issuer(issuer, problems)
     imis: ImisSettings | None = kwargs.get("imis")
-    if imis is not None and not imis.uses_simulator and not is_http_url(imis.base_url):
-        problems.add(
-            "imis.base_url", f"must be an http(s) URL or 'simulator', not {imis.base_url!r}"
-        )
-    if imis is not None and bool(imis.service_username) != bool(imis.service_password):
-        problems.add("imis", "service_username and service_password go together")
-    if "keys_dir" in top:
-        top["keys_dir"] = _resolve(config_dir, top["keys_dir"])
-    else:
-        top["keys_dir"] = config_dir / "keys"
+    if imis is not None:
+        _check_imis(imis, problems)
+    top["keys_dir"] = _resolve(config_dir, top.get("keys_dir") or "keys")
     top["database_url"] = _resolve_database_url(
-        config_dir, top.get("database_url") or "sqlite:///bridge.db"
+        config_dir, top.get("database_url") or "sqlite:///bridge.db", problems
     )
-    if top.get("log_level", "info").lower() not in {"debug", "info", "warning", "error"}:
+    top["log_level"] = top.get("log_level", "info").lower()
+    if top["log_level"] not in {"debug", "info", "warning", "error"}:
         problems.add("log_level", "must be one of debug, info, warning, error")
 
     registrations = tuple(_load_registrations(config_dir / "registrations", env, sink))
+    if check_registrations is not None:
+        check_registrations(registrations, sink)
     if sink:
         raise ConfigurationError(sink)
     return Settings(
@@ -474,6 +577,23 @@ def load_settings(
         **top,
         **kwargs,
     )
+
+
+def _check_imis(imis: ImisSettings, problems: Problems) -> None:
+    if not imis.uses_simulator:
+        reason = url_problem(imis.base_url)
+        if reason:
+            problems.add(
+                "imis.base_url",
+                f"{reason}: your iMIS site root or 'simulator', not {imis.base_url!r}",
+            )
+    for given, missing in (
+        ("service_username", "service_password"),
+        ("service_password", "service_username"),
+    ):
+        key = f"imis.{missing}"
+        if getattr(imis, given) and not getattr(imis, missing) and not problems.has(key):
+            problems.add(key, f"is required when imis.{given} is set (they go together)")
 
 
 def _load_registrations(
@@ -490,7 +610,7 @@ def _load_registrations(
                 "", f"file name {slug!r} is not a valid slug (lowercase letters, digits, '-')"
             )
             continue
-        data = expand_env(_read_toml(path, problems), problems, "", env)
+        data = expand_env(read_toml(path, problems), problems, "", env)
         found.append(RegistrationSource(slug=slug, file=str(path), data=data))
     return found
 

@@ -62,7 +62,10 @@ class AccessRule:
         if self.organizations:
             conditions.append(
                 bool(
-                    {(identity.organization_id or ""), (identity.organization_name or "").lower()}
+                    {
+                        (identity.organization_id or "").lower(),
+                        (identity.organization_name or "").lower(),
+                    }
                     & self.organizations
                 )
             )
@@ -85,9 +88,19 @@ class AccessRule:
 _NORMALISE: dict[str, Callable[[str], str]] = {
     "member_types": str.upper,
     "statuses": str.lower,
-    "organizations": lambda s: s if s.isdigit() else s.lower(),
+    # An id ("18000") or a name, compared without regard to case, like statuses.
+    "organizations": str.lower,
     "imis_ids": str,
 }
+
+
+def _text_item(item: Any) -> str | None:
+    """A list entry as text: TOML numbers are accepted (``imis_ids = [23210]``)."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return str(item)
+    if isinstance(item, str) and item.strip():
+        return item.strip()
+    return None
 
 
 def parse_access(value: Any, problems: Problems) -> AccessRule:
@@ -103,11 +116,12 @@ def parse_access(value: Any, problems: Problems) -> AccessRule:
         if key not in _ACCESS_KEYS:
             problems.add(f"access.{key}", f"unknown key (known: {', '.join(_ACCESS_KEYS)})")
             continue
-        if not isinstance(item, list) or not all(isinstance(v, str) and v.strip() for v in item):
-            problems.add(f"access.{key}", "must be a list of non-empty strings")
+        texts = [_text_item(v) for v in item] if isinstance(item, list) else [None]
+        if not texts or None in texts:
+            problems.add(f"access.{key}", "must be a non-empty list of non-empty strings")
             continue
         norm = _NORMALISE[key]
-        lists[key] = frozenset(norm(v.strip()) for v in item)
+        lists[key] = frozenset(norm(t) for t in texts if t is not None)
     message = value.get("message")
     if message is not None and not (isinstance(message, str) and message.strip()):
         problems.add("access.message", "must be a non-empty string")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from bridge.identity import Identity
 from bridge.profiles import optional_str_list, parse_claims, require_str
-from bridge.settings import LOCAL_HOSTS, Problems
+from bridge.settings import LOCAL_HOSTS, Problems, has_unsafe_url_chars, url_problem
 
 NAME = "oidc"
 KEYS = frozenset(
@@ -102,19 +102,21 @@ def parse_claim_mapping(value: Any, problems: Problems) -> dict[str, str]:
 
 def valid_redirect_uri(uri: str) -> str | None:
     """None if ``uri`` may be registered as a redirect URI, else why not."""
+    if "#" in uri:
+        return "must not contain a fragment"
     try:
         parts = urlsplit(uri)
     except ValueError:
         return "is not a URL"
-    if parts.fragment or "#" in uri:
-        return "must not contain a fragment"
-    if parts.scheme == "https" and parts.hostname:
+    if parts.scheme in {"http", "https"}:
+        reason = url_problem(uri)
+        if reason:
+            return reason
+        if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS:
+            return "must use https (http only for localhost)"
         return None
-    if parts.scheme == "http" and parts.hostname in LOCAL_HOSTS:
-        return None
-    if parts.scheme == "http":
-        return "must use https (http only for localhost)"
-    if "." in parts.scheme and parts.path:  # RFC 8252 private-use scheme of a native app
+    # RFC 8252 §7.1: a native app's private-use scheme (reverse domain name).
+    if "." in parts.scheme and parts.path and not has_unsafe_url_chars(uri):
         return None
     return "must be an absolute https URL"
 
@@ -125,10 +127,10 @@ def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: A
     if client_id and not _CLIENT_ID.match(client_id):
         problems.add("client_id", "may contain only letters, digits and . _ ~ -")
     redirect_uris = optional_str_list(data, "redirect_uris", problems)
-    if "redirect_uris" in data and not redirect_uris:
+    if "redirect_uris" not in data:
+        problems.add("redirect_uris", "is required (where the app receives the sign-in)")
+    elif not redirect_uris and not problems.has("redirect_uris"):
         problems.add("redirect_uris", "needs at least one URI")
-    elif "redirect_uris" not in data:
-        problems.add("redirect_uris", "is required")
     logout_uris = optional_str_list(data, "post_logout_redirect_uris", problems)
     for key, uris in (("redirect_uris", redirect_uris), ("post_logout_redirect_uris", logout_uris)):
         for i, uri in enumerate(uris):
@@ -136,15 +138,16 @@ def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: A
             if reason:
                 problems.add(f"{key}[{i}]", f"{uri!r} {reason}")
     scopes = optional_str_list(data, "scopes", problems) if "scopes" in data else DEFAULT_SCOPES
+    scopes_readable = not problems.has("scopes")
     for scope in scopes:
         if scope not in SUPPORTED_SCOPES:
             problems.add(
                 "scopes", f"unknown scope {scope!r} (known: {', '.join(SUPPORTED_SCOPES)})"
             )
-    if scopes and "openid" not in scopes:
+    if scopes_readable and "openid" not in scopes:
         problems.add("scopes", "must include 'openid'")
     alg = data.get("id_token_signed_response_alg", "RS256")
-    if alg not in SIGNING_ALGS:
+    if not isinstance(alg, str) or alg not in SIGNING_ALGS:
         problems.add("id_token_signed_response_alg", f"must be one of {', '.join(SIGNING_ALGS)}")
     secret = data.get("client_secret")
     secret_hash = data.get("client_secret_hash")

@@ -1,0 +1,655 @@
+"""Settings: every bad value stops start-up with one problem naming file, key and reason."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from bridge.identity import Identity
+from bridge.profiles import AccessRule, parse_access
+from bridge.registry import check_file_registrations
+from bridge.settings import (
+    ENVIRONMENT,
+    ConfigurationError,
+    Problem,
+    Problems,
+    Settings,
+    load_settings,
+)
+
+ISSUER = 'issuer = "https://sso.example.org"\n'
+PORTAL = """\
+    name = "Member Portal"
+    profile = "oidc"
+    client_id = "member-portal"
+    client_secret = "portal-secret-0123456789"
+    redirect_uris = ["https://portal.example.org/callback"]
+    """
+HELPDESK = """\
+    name = "Helpdesk"
+    profile = "zendesk"
+    subdomain = "contoso"
+    shared_secret = "zendesk-shared-secret-0123456789abcdef"
+    """
+
+
+def write(folder: Path, main: str = ISSUER, registrations: Mapping[str, str] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bridge.toml").write_text(textwrap.dedent(main))
+    if registrations is not None:
+        (folder / "registrations").mkdir(exist_ok=True)
+        for name, text in registrations.items():
+            (folder / "registrations" / f"{name}.toml").write_text(textwrap.dedent(text))
+    return folder
+
+
+def load(folder: Path, env: Mapping[str, str] | None = None) -> Settings:
+    return load_settings(folder, env or {}, check_registrations=check_file_registrations)
+
+
+def problems_of(folder: Path, env: Mapping[str, str] | None = None) -> list[Problem]:
+    with pytest.raises(ConfigurationError) as caught:
+        load(folder, env)
+    return caught.value.problems
+
+
+def only_problem(folder: Path, env: Mapping[str, str] | None = None) -> Problem:
+    problems = problems_of(folder, env)
+    assert len(problems) == 1, [str(p) for p in problems]
+    return problems[0]
+
+
+# --- bridge.toml ----------------------------------------------------------------
+
+
+def test_minimal_config_loads_with_documented_defaults(tmp_path: Path) -> None:
+    settings = load(write(tmp_path))
+    assert settings.issuer == "https://sso.example.org"
+    assert settings.imis.uses_simulator
+    assert settings.tokens.code_seconds == 60
+    assert settings.registrations == ()
+    assert settings.secure_cookies
+
+
+def test_repository_example_config_loads_when_its_variables_are_set() -> None:
+    env = {
+        "BRIDGE_PUBLIC_URL": "https://sso.example.org/",
+        "IMIS_BASE_URL": "https://example.imiscloud.com",
+        "IMIS_SERVICE_USER": "bridge-service",
+        "IMIS_SERVICE_PASSWORD": "service-password",
+        "PORTAL_CLIENT_SECRET": "portal-secret-0123456789",
+        "ZENDESK_SHARED_SECRET": "z" * 40,
+    }
+    settings = load(Path(__file__).parent.parent / "config", env)
+    assert settings.issuer == "https://sso.example.org"
+    assert {r.slug for r in settings.registrations} == {"contoso-helpdesk", "member-portal"}
+
+
+def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + 'isuer = "x"\n'))
+    assert problem.file == str(tmp_path / "bridge.toml")
+    assert (problem.key, problem.reason) == ("isuer", "unknown key")
+
+
+def test_unknown_table_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + "[imsi]\nbase_url = 'x'\n"))
+    assert (problem.key, problem.reason) == ("imsi", "unknown key")
+
+
+def test_unknown_section_key_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + "[tokens]\ncode_second = 30\n"))
+    assert (problem.key, problem.reason) == ("tokens.code_second", "unknown key")
+
+
+def test_section_that_is_not_a_table_is_reported_once(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + 'imis = "simulator"\n'))
+    assert (problem.key, problem.reason) == ("imis", "must be a table")
+
+
+def test_text_where_a_number_belongs_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + '[tokens]\ncode_seconds = "sixty"\n'))
+    assert problem.key == "tokens.code_seconds"
+    assert problem.reason == "must be a whole number, not 'sixty'"
+
+
+def test_list_where_text_belongs_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + '[ui]\norganization_name = ["Contoso"]\n'))
+    assert (problem.key, problem.reason) == ("ui.organization_name", "must be a string, not list")
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "reason"),
+    [
+        ("[tokens]\ncode_seconds = -1", "tokens.code_seconds", "must not be negative"),
+        ("[imis]\ntimeout = true", "imis.timeout", "must be a number, not bool"),
+        ('[imis]\ntimeout = "nan"', "imis.timeout", "must be a finite number"),
+        ('[imis]\nemails_verified = "maybe"', "imis.emails_verified", "must be true or false"),
+        ("[admin]\nusers = [1]", "admin.users", "must be a list of strings"),
+        ('log_level = "loud"', "log_level", "must be one of debug, info, warning, error"),
+        ('keys_dir = ""', "keys_dir", "must not be empty"),
+        ('[ui]\nsupport_email = "help"', "ui.support_email", "must be an email address"),
+    ],
+)
+def test_bad_value_names_key_and_reason(tmp_path: Path, line: str, key: str, reason: str) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + line + "\n"))
+    assert problem.key == key
+    assert problem.reason.startswith(reason)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    problem = only_problem(tmp_path)
+    assert (problem.file, problem.reason) == (str(tmp_path / "bridge.toml"), "file not found")
+
+
+def test_invalid_toml_is_reported(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, "issuer = \n"))
+    assert problem.reason.startswith("not valid TOML")
+
+
+def test_missing_issuer_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, 'log_level = "info"\n'))
+    assert problem.key == "issuer"
+    assert problem.reason.startswith("is required")
+
+
+def test_empty_issuer_from_an_empty_variable_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, 'issuer = "${PUBLIC_URL}"\n'), {"PUBLIC_URL": ""})
+    assert (problem.key, problem.reason[:11]) == ("issuer", "is required")
+
+
+def test_missing_env_variable_names_variable_file_and_key(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + '[imis]\nbase_url = "${IMIS_BASE_URL}"\n')
+    problem = only_problem(folder)  # and no second complaint about the empty URL
+    assert problem.file == str(folder / "bridge.toml")
+    assert problem.key == "imis.base_url"
+    assert problem.reason == "environment variable IMIS_BASE_URL is not set"
+    assert "IMIS_BASE_URL" in str(problem)
+    assert "bridge.toml: imis.base_url" in str(problem)
+
+
+def test_env_variable_is_substituted_inside_a_string(tmp_path: Path) -> None:
+    folder = write(tmp_path, 'issuer = "https://${HOST}/sso"\n')
+    assert load(folder, {"HOST": "id.example.org"}).issuer == "https://id.example.org/sso"
+
+
+def test_bridge_env_overrides_top_level_and_section_keys(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + '[imis]\nbase_url = "https://old.example.org"\n')
+    settings = load(
+        folder,
+        {
+            "BRIDGE_ISSUER": "https://id.example.org",
+            "BRIDGE_IMIS__BASE_URL": "https://new.imiscloud.com",
+            "BRIDGE_TOKENS__CODE_SECONDS": "30",
+            "BRIDGE_IMIS__EMAILS_VERIFIED": "true",
+            "BRIDGE_ADMIN__USERS": "manager, auditor",
+            "BRIDGE_CONFIG_DIR": "/elsewhere",  # used by `serve --workers`; not a setting
+        },
+    )
+    assert settings.issuer == "https://id.example.org"
+    assert settings.imis.base_url == "https://new.imiscloud.com"
+    assert settings.tokens.code_seconds == 30
+    assert isinstance(settings.tokens.code_seconds, int)
+    assert settings.imis.emails_verified is True
+    assert settings.admin.users == ("manager", "auditor")
+
+
+def test_bad_override_is_reported_against_the_variable(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path), {"BRIDGE_TOKENS__CODE_SECONDS": "soon"})
+    assert (problem.file, problem.key) == (ENVIRONMENT, "BRIDGE_TOKENS__CODE_SECONDS")
+    assert problem.reason == "must be a whole number, not 'soon'"
+
+
+def test_misspelt_override_of_a_known_section_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path), {"BRIDGE_IMIS__BASEURL": "https://x.example.org"})
+    assert (problem.file, problem.key) == (ENVIRONMENT, "BRIDGE_IMIS__BASEURL")
+    assert problem.reason == "unknown key imis.baseurl"
+
+
+@pytest.mark.parametrize(
+    "issuer", ["http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000"]
+)
+def test_http_issuer_is_allowed_on_localhost(tmp_path: Path, issuer: str) -> None:
+    settings = load(write(tmp_path, f'issuer = "{issuer}"\n'))
+    assert settings.issuer == issuer
+    assert not settings.secure_cookies
+
+
+@pytest.mark.parametrize(
+    ("issuer", "reason"),
+    [
+        ("http://sso.example.org", "must use https"),
+        ("https://sso.example.org/?tenant=1", "must not have a query or fragment"),
+        ("https://sso.example.org/#x", "must not have a query or fragment"),
+        ("ftp://sso.example.org", "must be an http/https URL"),
+        ("sso.example.org", "must be an http/https URL"),
+        ("https://sso example.org", "must be a URL without spaces"),
+        ("https://admin:pw@sso.example.org", "must not contain a user name or password"),
+    ],
+)
+def test_bad_issuer_is_refused(tmp_path: Path, issuer: str, reason: str) -> None:
+    problem = only_problem(write(tmp_path, f'issuer = "{issuer}"\n'))
+    assert problem.key == "issuer"
+    assert problem.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ('[imis]\nbase_url = "example.imiscloud.com"', "imis.base_url"),
+        ('[imis]\nbase_url = "javascript:alert(1)"', "imis.base_url"),
+        ('[ui]\nlogo_url = "logo.svg"', "ui.logo_url"),
+        ('[ui]\nforgot_password_url = "https://"', "ui.forgot_password_url"),
+        ('zendesk_base_url = "not a url"', "zendesk_base_url"),
+    ],
+)
+def test_invalid_url_is_refused(tmp_path: Path, line: str, key: str) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + line + "\n"))
+    assert problem.key == key
+
+
+def test_valid_urls_are_kept(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path,
+        ISSUER
+        + '[imis]\nbase_url = "https://example.imiscloud.com"\n'
+        + '[ui]\nlogo_url = "https://www.example.org/logo.svg"\n'
+        + 'support_email = "help@example.org"\n',
+    )
+    settings = load(folder)
+    assert settings.imis.base_url == "https://example.imiscloud.com"
+    assert settings.ui.logo_url == "https://www.example.org/logo.svg"
+
+
+def test_service_username_without_password_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + '[imis]\nservice_username = "svc"\n'))
+    assert problem.key == "imis.service_password"
+    assert "imis.service_username" in problem.reason
+
+
+def test_service_password_without_username_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + '[imis]\nservice_password = "pw"\n'))
+    assert problem.key == "imis.service_username"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://db.example.org/bridge", "must be sqlite:///PATH or postgresql+psycopg://"),
+        ("sqlite:///:memory:", "a SQLite URL needs a file"),
+        ("sqlite://", "a SQLite URL needs a file"),
+    ],
+)
+def test_unusable_database_url_is_refused(tmp_path: Path, url: str, reason: str) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + f'database_url = "{url}"\n'))
+    assert problem.key == "database_url"
+    assert problem.reason.startswith(reason)
+
+
+def test_database_url_password_is_never_echoed(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + 'database_url = "bridge:s3cret@db/x"\n'))
+    assert "s3cret" not in str(problem)
+
+
+def test_postgresql_url_uses_psycopg(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + 'database_url = "postgresql://bridge@db.example.org/b"\n')
+    assert load(folder).database_url == "postgresql+psycopg://bridge@db.example.org/b"
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path,
+        """\
+        issuer = "http://sso.example.org"
+        colour = "blue"
+        [tokens]
+        code_seconds = "sixty"
+        [ui]
+        logo_url = "logo.svg"
+        """,
+        {"portal": 'name = "Portal"\nprofile = "oidc"\nclient_id = "portal"\n'},
+    )
+    problems = problems_of(folder)
+    where = sorted((Path(p.file).name, p.key) for p in problems)
+    assert where == [
+        ("bridge.toml", "colour"),
+        ("bridge.toml", "issuer"),
+        ("bridge.toml", "tokens.code_seconds"),
+        ("bridge.toml", "ui.logo_url"),
+        ("portal.toml", "redirect_uris"),
+    ]
+    message = str(ConfigurationError(problems))
+    assert len(message.splitlines()) == 5
+
+
+def test_relative_paths_are_resolved_against_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write(
+        tmp_path / "conf",
+        ISSUER + 'database_url = "sqlite:///data/bridge.db"\nkeys_dir = "secrets/keys"\n',
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings("conf", {})
+    assert settings.config_dir == folder.resolve()
+    assert settings.database_url == f"sqlite:///{folder.resolve() / 'data' / 'bridge.db'}"
+    assert settings.keys_dir == folder.resolve() / "secrets" / "keys"
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path, ISSUER + f'database_url = "sqlite:///{tmp_path}/x.db"\nkeys_dir = "/srv/keys"\n'
+    )
+    settings = load(folder)
+    assert settings.database_url == f"sqlite:///{tmp_path}/x.db"
+    assert settings.keys_dir == Path("/srv/keys")
+
+
+def test_log_level_is_normalised_for_uvicorn(tmp_path: Path) -> None:
+    assert load(write(tmp_path, ISSUER + 'log_level = "INFO"\n')).log_level == "info"
+
+
+# --- registration files ------------------------------------------------------------
+
+
+def test_registration_files_are_read_with_their_slug(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, registrations={"portal": PORTAL, "helpdesk": HELPDESK}))
+    assert [(r.slug, r.data["profile"]) for r in settings.registrations] == [
+        ("helpdesk", "zendesk"),
+        ("portal", "oidc"),
+    ]
+
+
+@pytest.mark.parametrize("stem", ["Portal", "my_portal", "-portal", "p" * 64])
+def test_registration_file_with_a_bad_slug_name_is_refused(tmp_path: Path, stem: str) -> None:
+    problem = only_problem(write(tmp_path, registrations={stem: PORTAL}))
+    assert problem.file.endswith(f"{stem}.toml")
+    assert "not a valid slug" in problem.reason
+
+
+def test_slug_of_63_characters_is_accepted(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, registrations={"p" * 63: PORTAL}))
+    assert settings.registrations[0].slug == "p" * 63
+
+
+def test_duplicate_client_id_across_files_names_both_files(tmp_path: Path) -> None:
+    folder = write(tmp_path, registrations={"a-portal": PORTAL, "b-portal": PORTAL})
+    problem = only_problem(folder)
+    assert problem.file == str(folder / "registrations" / "b-portal.toml")
+    assert problem.key == "client_id"
+    assert str(folder / "registrations" / "a-portal.toml") in problem.reason
+
+
+def test_unknown_registration_key_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, registrations={"portal": PORTAL + "redirect_uri = 1\n"}))
+    assert problem.file.endswith("portal.toml")
+    assert (problem.key, problem.reason) == ("redirect_uri", "unknown key for profile 'oidc'")
+
+
+def test_registration_cannot_smuggle_a_secret_hash(tmp_path: Path) -> None:
+    text = PORTAL + 'client_secret_hash = "hmac-sha256$x$y"\n'
+    assert only_problem(write(tmp_path, registrations={"portal": text})).key == (
+        "client_secret_hash"
+    )
+
+
+def test_missing_secret_variable_in_a_registration_is_reported_once(tmp_path: Path) -> None:
+    text = PORTAL.replace('"portal-secret-0123456789"', '"${PORTAL_SECRET}"')
+    problem = only_problem(write(tmp_path, registrations={"portal": text}))
+    assert (problem.key, problem.reason) == (
+        "client_secret",
+        "environment variable PORTAL_SECRET is not set",
+    )
+
+
+def test_registration_with_unknown_profile_is_refused(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, registrations={"x": 'name = "X"\nprofile = "saml"\n'}))
+    assert problem.key == "profile"
+
+
+def test_registration_name_must_be_text(tmp_path: Path) -> None:
+    text = PORTAL.replace('name = "Member Portal"', "name = 2024")
+    problem = only_problem(write(tmp_path, registrations={"portal": text}))
+    assert (problem.key, problem.reason) == ("name", "must be a string, not int")
+
+
+# --- OIDC registrations --------------------------------------------------------------
+
+
+def oidc_problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    problems = problems_of(write(tmp_path, registrations={"portal": text}))
+    return [(p.key, p.reason) for p in problems]
+
+
+def test_oidc_redirect_uris_are_required(tmp_path: Path) -> None:
+    text = PORTAL.replace('redirect_uris = ["https://portal.example.org/callback"]\n', "")
+    [(key, reason)] = oidc_problems(tmp_path, text)
+    assert key == "redirect_uris"
+    assert reason.startswith("is required")
+
+
+def test_oidc_redirect_uris_of_the_wrong_type_are_reported_once(tmp_path: Path) -> None:
+    text = PORTAL.replace('["https://portal.example.org/callback"]', '"https://p.example.org/cb"')
+    assert oidc_problems(tmp_path, text) == [("redirect_uris", "must be a list of strings")]
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("http://portal.example.org/cb", "must use https (http only for localhost)"),
+        ("https://portal.example.org/cb#done", "must not contain a fragment"),
+        ("https://portal.example.org/cb#", "must not contain a fragment"),
+        ("/callback", "must be an absolute https URL"),
+        ("javascript:alert(1)", "must be an absolute https URL"),
+        ("https://portal example.org/cb", "must be a URL without spaces or control characters"),
+    ],
+)
+def test_oidc_bad_redirect_uri_is_refused(tmp_path: Path, uri: str, reason: str) -> None:
+    text = PORTAL.replace("https://portal.example.org/callback", uri)
+    assert oidc_problems(tmp_path, text) == [("redirect_uris[0]", f"{uri!r} {reason}")]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://localhost:3000/callback",
+        "http://127.0.0.1/cb",
+        "https://portal.example.org/cb?x=1",
+        "org.example.app:/oauth2redirect",
+    ],
+)
+def test_oidc_acceptable_redirect_uri(tmp_path: Path, uri: str) -> None:
+    text = PORTAL.replace("https://portal.example.org/callback", uri)
+    assert load(write(tmp_path, registrations={"portal": text})).registrations
+
+
+def test_oidc_unknown_scope_is_refused(tmp_path: Path) -> None:
+    text = PORTAL + 'scopes = ["openid", "groups"]\n'
+    [(key, reason)] = oidc_problems(tmp_path, text)
+    assert key == "scopes"
+    assert reason.startswith("unknown scope 'groups' (known: openid, profile")
+
+
+@pytest.mark.parametrize("scopes", ['["profile", "email"]', "[]"])
+def test_oidc_scopes_must_include_openid(tmp_path: Path, scopes: str) -> None:
+    text = PORTAL + f"scopes = {scopes}\n"
+    assert oidc_problems(tmp_path, text) == [("scopes", "must include 'openid'")]
+
+
+def test_oidc_bad_signing_alg_is_refused(tmp_path: Path) -> None:
+    text = PORTAL + 'id_token_signed_response_alg = "HS256"\n'
+    assert oidc_problems(tmp_path, text) == [
+        ("id_token_signed_response_alg", "must be one of RS256, ES256")
+    ]
+
+
+def test_oidc_short_client_secret_is_refused(tmp_path: Path) -> None:
+    text = PORTAL.replace("portal-secret-0123456789", "short")
+    [(key, reason)] = oidc_problems(tmp_path, text)
+    assert key == "client_secret"
+    assert reason.startswith("must be at least 16 characters")
+
+
+def test_oidc_bad_client_id_is_refused(tmp_path: Path) -> None:
+    text = PORTAL.replace('client_id = "member-portal"', 'client_id = "member portal"')
+    assert oidc_problems(tmp_path, text)[0][0] == "client_id"
+
+
+def test_oidc_claim_mapping_cannot_override_standard_claims(tmp_path: Path) -> None:
+    text = PORTAL + '[claims]\nsub = "email"\n'
+    [(key, reason)] = oidc_problems(tmp_path, text)
+    assert key == "claims.sub"
+    assert "standard claim" in reason
+
+
+# --- Zendesk registrations -------------------------------------------------------------
+
+
+def zendesk_problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
+    problems = problems_of(write(tmp_path, registrations={"helpdesk": text}))
+    return [(p.key, p.reason) for p in problems]
+
+
+def test_zendesk_custom_domain_as_subdomain_points_to_brand_hosts(tmp_path: Path) -> None:
+    text = HELPDESK.replace('"contoso"', '"support.contoso.com"')
+    [(key, reason)] = zendesk_problems(tmp_path, text)
+    assert key == "subdomain"
+    assert "custom domain" in reason
+    assert "brand_hosts" in reason
+
+
+@pytest.mark.parametrize(
+    "given", ["contoso", "contoso.zendesk.com", "https://contoso.zendesk.com/", "Contoso"]
+)
+def test_zendesk_subdomain_is_normalised(tmp_path: Path, given: str) -> None:
+    from bridge.registry import load_file_registrations
+
+    settings = load(write(tmp_path, registrations={"helpdesk": HELPDESK.replace("contoso", given)}))
+    [reg] = load_file_registrations(settings.registrations, [], hash_secret=str)
+    assert reg.zendesk.subdomain == "contoso"
+
+
+def test_zendesk_short_shared_secret_is_refused(tmp_path: Path) -> None:
+    text = HELPDESK.replace("zendesk-shared-secret-0123456789abcdef", "too-short")
+    [(key, reason)] = zendesk_problems(tmp_path, text)
+    assert key == "shared_secret"
+    assert "too short" in reason
+
+
+def test_zendesk_role_mapping_is_refused(tmp_path: Path) -> None:
+    text = HELPDESK + '[claims]\nrole = "member_type"\n'
+    [(key, reason)] = zendesk_problems(tmp_path, text)
+    assert key == "claims.role"
+    assert "must not grant Zendesk privileges" in reason
+
+
+@pytest.mark.parametrize("host", ["https://support.contoso.com", "support", "a/b.example.org"])
+def test_zendesk_bad_brand_host_is_refused(tmp_path: Path, host: str) -> None:
+    text = HELPDESK + f'brand_hosts = ["help.contoso.com", "{host}"]\n'
+    [(key, reason)] = zendesk_problems(tmp_path, text)
+    assert key == "brand_hosts[1]"
+    assert "not a host name" in reason
+
+
+def test_zendesk_oidc_keys_are_unknown(tmp_path: Path) -> None:
+    text = HELPDESK + 'client_id = "helpdesk"\n'
+    assert zendesk_problems(tmp_path, text) == [("client_id", "unknown key for profile 'zendesk'")]
+
+
+# --- access rules ---------------------------------------------------------------------------
+
+
+def rule(**lists: object) -> AccessRule:
+    sink: list[Problem] = []
+    parsed = parse_access(lists, Problems("test.toml", sink))
+    assert sink == []
+    return parsed
+
+
+def person(**fields: str) -> Identity:
+    base = {"imis_id": "100", "username": "pat", "full_name": "Pat Doe"}
+    return Identity(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_empty_access_rule_lets_everyone_in() -> None:
+    assert parse_access(None, Problems("t", [])).refusal(person()) is None
+
+
+def test_listed_imis_id_is_always_allowed() -> None:
+    access = rule(member_types=["STAFF"], imis_ids=["100", 23210])
+    assert access.refusal(person(member_type="REG")) is None
+    assert access.refusal(person(imis_id="23210")) is None
+    assert access.refusal(person(imis_id="101")) is not None
+
+
+def test_only_imis_ids_means_only_those_people() -> None:
+    access = rule(imis_ids=["100"])
+    assert access.refusal(person()) is None
+    assert access.refusal(person(imis_id="7")) is not None
+
+
+def test_every_given_list_must_match() -> None:
+    access = rule(member_types=["reg"], statuses=["A"])
+    ok = person(member_type="REG", status="Active", status_id="A")
+    assert access.refusal(ok) is None
+    assert access.refusal(person(member_type="REG", status_id="I")) is not None
+    assert access.refusal(person(member_type="STU", status_id="A")) is not None
+
+
+def test_status_matches_by_id_or_name() -> None:
+    access = rule(statuses=["active"])
+    assert access.refusal(person(status="Active", status_id="A")) is None
+    by_id = rule(statuses=["a"])
+    assert by_id.refusal(person(status="Active", status_id="A")) is None
+    assert by_id.refusal(person(status="Inactive", status_id="I")) is not None
+
+
+def test_organization_matches_by_id_or_name() -> None:
+    member = person(organization_id="18000", organization_name="Contoso Ltd")
+    assert rule(organizations=["18000"]).refusal(member) is None
+    assert rule(organizations=[18000]).refusal(member) is None
+    assert rule(organizations=["contoso ltd"]).refusal(member) is None
+    assert rule(organizations=["Fabrikam"]).refusal(member) is not None
+    alnum = person(organization_id="ORG-7")
+    assert rule(organizations=["ORG-7"]).refusal(alnum) is None
+
+
+def test_person_without_the_attribute_is_refused() -> None:
+    assert rule(member_types=["REG"]).refusal(person()) is not None
+
+
+def test_refusal_uses_the_custom_message() -> None:
+    access = rule(member_types=["REG"], message="Members only.")
+    assert access.refusal(person(member_type="STU")) == "Members only."
+    default = rule(member_types=["REG"]).refusal(person(member_type="STU"))
+    assert default is not None
+    assert "not among those allowed" in default
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        ({"member_type": ["REG"]}, "access.member_type"),
+        ({"statuses": "A"}, "access.statuses"),
+        ({"statuses": []}, "access.statuses"),
+        ({"imis_ids": [""]}, "access.imis_ids"),
+        ({"message": ""}, "access.message"),
+        ("REG", "access"),
+    ],
+)
+def test_bad_access_rule_is_refused(value: object, key: str) -> None:
+    sink: list[Problem] = []
+    parse_access(value, Problems("t.toml", sink))
+    assert [p.key for p in sink] == [key]
+
+
+def test_access_rule_in_a_registration_file(tmp_path: Path) -> None:
+    from bridge.registry import load_file_registrations
+
+    text = PORTAL + '[access]\nmember_types = ["REG"]\nmessage = "Members only."\n'
+    settings = load(write(tmp_path, registrations={"portal": text}))
+    [reg] = load_file_registrations(settings.registrations, [], hash_secret=str)
+    assert reg.access.to_data() == {"member_types": ["REG"], "message": "Members only."}
+    assert reg.imis_properties == ("MemberType",)
