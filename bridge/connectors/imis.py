@@ -94,8 +94,8 @@ class ImisUserStore:
 
     ``base_url`` overrides ``settings.base_url`` (e.g. where the app mounted
     the simulator); ``transport`` replaces the network (``httpx.ASGITransport``
-    for an in-process simulator). One pooled client per store: call
-    :meth:`aclose` when done.
+    for an in-process simulator). Each store owns its connection pools (see
+    ``POOL_SHARDS``): make one per process and call :meth:`aclose` when done.
     """
 
     #: First retry delay in seconds; doubles per retry, with jitter.
@@ -256,7 +256,9 @@ class ImisUserStore:
 
     # --- HTTP -----------------------------------------------------------------
 
-    async def _password_grant(self, username: str, password: str) -> _Grant | SignInOutcome:
+    async def _password_grant(
+        self, username: str, password: str
+    ) -> _Grant | WrongCredentials | Unavailable:
         """POST /token once (never retried: a repeat could count twice toward a lockout)."""
         started = time.perf_counter()
         what = "POST /token"
@@ -399,10 +401,8 @@ class ImisUserStore:
                 retry_after=SERVICE_REFUSAL_BACKOFF,
                 detail=f"iMIS rejected the service account credentials: {grant.detail}",
             )
-        if not isinstance(grant, _Grant):
-            if isinstance(grant, Unavailable):
-                return grant
-            return self._unavailable("unexpected answer to the service account's password grant")
+        if isinstance(grant, Unavailable):
+            return grant
         margin = min(60.0, grant.expires_in * 0.1)
         self._token = _ServiceToken(grant.token, time.monotonic() + grant.expires_in - margin)
         log.info("iMIS service token fetched (valid %d s)", grant.expires_in)

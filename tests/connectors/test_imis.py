@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
+import httpx
 import pytest
 
 from bridge.connectors import (
@@ -548,3 +551,95 @@ async def test_logs_hold_no_passwords_tokens_or_bodies(
         assert forbidden not in text
     for body_part in ("$type", "$values", "access_token", "PersonName", "Asi.Soa", "Jane Doe"):
         assert body_part not in text
+
+
+# --- answers the simulator never gives (a scripted transport) ---------------------------------
+
+
+def scripted(routes: dict[str, httpx.Response]) -> httpx.MockTransport:
+    """Answer each request by the first route whose 'METHOD /path' prefixes it."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        for prefix, response in routes.items():
+            if f"{request.method} {request.url.path}".startswith(prefix):
+                return response
+        return httpx.Response(404)
+
+    return httpx.MockTransport(handle)
+
+
+TOKEN = httpx.Response(200, json={"access_token": "t", "expires_in": 60})
+
+
+def user_page(**user: object) -> httpx.Response:
+    return httpx.Response(200, json={"Items": {"$values": [user]}, "TotalCount": 1})
+
+
+async def outcome_of(routes: dict[str, httpx.Response]) -> object:
+    store = ImisUserStore(imis_settings(retries=0), transport=scripted(routes))
+    async with store:
+        return await store.authenticate("someone", "pw")
+
+
+async def test_user_record_marked_disabled_is_account_disabled() -> None:
+    routes = {"POST /token": TOKEN, "GET /api/User": user_page(UserId="1", IsDisabled="True")}
+    assert await outcome_of(routes) == AccountDisabled(
+        detail="the iMIS user is disabled (IsDisabled)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("routes", "detail"),
+    [
+        ({"POST /token": httpx.Response(404)}, "iMIS answered 404 to POST /token"),
+        (
+            {"POST /token": httpx.Response(400, json={"error": "unsupported_grant_type"})},
+            "iMIS answered 400 to POST /token",
+        ),
+        (
+            {"POST /token": httpx.Response(200, json={"token_type": "bearer"})},
+            "iMIS sent an unusable answer to POST /token",
+        ),
+        (
+            {"POST /token": TOKEN, "GET /api/User": httpx.Response(200, json={"Items": []})},
+            "iMIS accepted the password but has no User record for it",
+        ),
+        (
+            {"POST /token": TOKEN, "GET /api/User": user_page(UserName="someone")},
+            "iMIS sent a User record without UserId",
+        ),
+        (
+            {"POST /token": TOKEN, "GET /api/User": user_page(UserId="1")},
+            "iMIS has a User but no Party for 1",
+        ),
+        (
+            {"POST /token": TOKEN, "GET /api/User": httpx.Response(403)},
+            "iMIS forbade GET /api/User (403): does the service account have the "
+            "RemoteService role?",
+        ),
+        (
+            {"POST /token": TOKEN, "GET /api/User": httpx.Response(302)},
+            "iMIS answered 302 to GET /api/User",
+        ),
+    ],
+)
+async def test_odd_answers_are_unavailable(routes: dict[str, httpx.Response], detail: str) -> None:
+    outcome = await outcome_of(routes)
+    assert isinstance(outcome, Unavailable)
+    assert outcome.detail == detail
+
+
+async def test_retry_after_as_http_date_is_understood() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    routes = {
+        "POST /token": TOKEN,
+        "GET /api/User": httpx.Response(503, headers={"Retry-After": later}),
+    }
+    outcome = await outcome_of(routes)
+    assert isinstance(outcome, Unavailable)
+    assert 80 <= outcome.retry_after <= 90
+
+
+def test_simulator_base_url_needs_somewhere_to_go() -> None:
+    with pytest.raises(ValueError, match="simulator"):
+        ImisUserStore(imis_settings())
