@@ -320,7 +320,8 @@ def _refused(
 def _zendesk_error(request: Request, registration: Registration, message: str) -> Response:
     message = "".join(c if c.isprintable() else " " for c in message[:MAX_ERROR_MESSAGE])
     log.warning("zendesk reported an error: registration=%s message=%r", registration.slug, message)
-    subdomain = registration.zendesk.subdomain
+    # https://{subdomain}.zendesk.com, unless the server-only override (demo, tests) is set.
+    zendesk = _settings(request).zendesk_origin(registration.zendesk.subdomain)
     return render(
         request,
         "zendesk_error.html",
@@ -329,8 +330,8 @@ def _zendesk_error(request: Request, registration: Registration, message: str) -
             "registration": registration,
             "message": message,
             "hint": error_hint(message),
-            "normal_url": f"https://{subdomain}.zendesk.com/access/normal",
-            "bypass_url": f"https://{subdomain}.zendesk.com/access/sso_bypass",
+            "normal_url": f"{zendesk}/access/normal",
+            "bypass_url": f"{zendesk}/access/sso_bypass",
         },
         headers=NO_STORE,
     )
