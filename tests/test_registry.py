@@ -1,0 +1,346 @@
+"""The registry: file registrations over stored ones, unique names, secrets at rest."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.app import build_registry
+from bridge.errors import BadRequest, InvalidRegistration
+from bridge.keys import KeyStore, hash_secret, verify_secret
+from bridge.registry import Registry, load_file_registrations
+from bridge.settings import ConfigurationError, Problem, load_settings
+from bridge.storage import Conflict, Store
+
+ZENDESK_SECRET = "zendesk-shared-secret-" + "a" * 24
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
+    return KeyStore.load_or_create(tmp_path_factory.mktemp("keys"))
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def file_config(folder: Path, registrations: dict[str, str]) -> Path:
+    (folder / "registrations").mkdir(parents=True)
+    (folder / "bridge.toml").write_text('issuer = "https://sso.example.org"\n')
+    for slug, text in registrations.items():
+        (folder / "registrations" / f"{slug}.toml").write_text(textwrap.dedent(text))
+    return folder
+
+
+def oidc_file(client_id: str) -> str:
+    return f"""\
+        name = "File Portal"
+        profile = "oidc"
+        client_id = "{client_id}"
+        redirect_uris = ["https://portal.example.org/callback"]
+        """
+
+
+def registry_with_files(
+    tmp_path: Path, store: Store, keys: KeyStore, files: dict[str, str]
+) -> Registry:
+    settings = load_settings(file_config(tmp_path / "config", files), {})
+    return build_registry(settings, store, keys)
+
+
+def oidc(client_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "Stored Portal",
+        "profile": "oidc",
+        "client_id": client_id,
+        "redirect_uris": ["https://app.example.org/cb"],
+        **extra,
+    }
+
+
+def zendesk(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "Helpdesk",
+        "profile": "zendesk",
+        "subdomain": "contoso",
+        "shared_secret": ZENDESK_SECRET,
+        **extra,
+    }
+
+
+@pytest.fixture
+def file_slug() -> str:
+    return unique("file")
+
+
+@pytest.fixture
+def registry(tmp_path: Path, store: Store, keys: KeyStore, file_slug: str) -> Registry:
+    return registry_with_files(tmp_path, store, keys, {file_slug: oidc_file(file_slug)})
+
+
+# --- files are read-only ------------------------------------------------------------------
+
+
+def test_file_registration_is_found_and_marked_read_only(
+    registry: Registry, file_slug: str
+) -> None:
+    reg = registry.get(file_slug)
+    assert reg is not None
+    assert reg.read_only
+    assert reg.source == "file"
+    assert registry.by_client_id(file_slug) == reg
+
+
+def test_file_registration_cannot_be_added_edited_or_removed(
+    registry: Registry, file_slug: str
+) -> None:
+    with pytest.raises(BadRequest, match="read-only"):
+        registry.add(file_slug, oidc(unique("c")), actor="test")
+    with pytest.raises(BadRequest, match="read-only"):
+        registry.edit(file_slug, {"name": "Renamed"}, actor="test")
+    with pytest.raises(BadRequest, match="read-only"):
+        registry.remove(file_slug)
+    reg = registry.get(file_slug)
+    assert reg is not None
+    assert reg.name == "File Portal"
+
+
+# --- unique slug and client_id ------------------------------------------------------------
+
+
+def test_stored_registration_cannot_take_a_file_client_id(
+    registry: Registry, file_slug: str, store: Store
+) -> None:
+    slug = unique("stored")
+    with pytest.raises(BadRequest, match=f"{file_slug}.toml"):
+        registry.add(slug, oidc(file_slug), actor="test")
+    assert store.get_registration(slug) is None
+
+
+def test_stored_slug_is_unique(registry: Registry) -> None:
+    slug = unique("stored")
+    registry.add(slug, zendesk(), actor="test")
+    with pytest.raises(Conflict, match="already exists"):
+        registry.add(slug, zendesk(), actor="test")
+
+
+def test_stored_client_id_is_unique(registry: Registry) -> None:
+    client_id = unique("client")
+    first, second = unique("a"), unique("b")
+    registry.add(first, oidc(client_id), actor="test")
+    with pytest.raises(BadRequest, match=f"already used by '{first}'"):
+        registry.add(second, oidc(client_id), actor="test")
+    registry.add(second, oidc(unique("client")), actor="test")
+    with pytest.raises(BadRequest, match=f"already used by '{first}'"):
+        registry.edit(second, {"client_id": client_id}, actor="test")
+
+
+def test_new_file_clashing_with_a_stored_slug_stops_start_up(
+    tmp_path: Path, registry: Registry, store: Store, keys: KeyStore
+) -> None:
+    slug = unique("taken")
+    registry.add(slug, oidc(unique("c")), actor="test")
+    with pytest.raises(ConfigurationError) as caught:
+        registry_with_files(tmp_path / "next", store, keys, {slug: oidc_file(unique("c"))})
+    [problem] = caught.value.problems
+    assert problem.file.endswith(f"registrations/{slug}.toml")
+    assert f"slug {slug!r} is also a stored registration" in problem.reason
+    assert f"bridge registrations remove {slug}" in problem.reason
+
+
+def test_new_file_clashing_with_a_stored_client_id_stops_start_up(
+    tmp_path: Path, registry: Registry, store: Store, keys: KeyStore
+) -> None:
+    slug, client_id = unique("stored"), unique("client")
+    registry.add(slug, oidc(client_id), actor="test")
+    file_slug = unique("file")
+    with pytest.raises(ConfigurationError) as caught:
+        registry_with_files(tmp_path / "next", store, keys, {file_slug: oidc_file(client_id)})
+    [problem] = caught.value.problems
+    assert problem.file.endswith(f"{file_slug}.toml")
+    assert problem.key == "client_id"
+    assert f"stored registration {slug!r}" in problem.reason
+
+
+def test_file_problems_are_collected_for_start_up() -> None:
+    from bridge.settings import RegistrationSource
+
+    sink: list[Problem] = []
+    sources = [
+        RegistrationSource("a", "a.toml", {"profile": "oidc", "name": "A"}),
+        RegistrationSource("b", "b.toml", {"profile": "zendesk", "name": "B"}),
+    ]
+    assert load_file_registrations(sources, sink, hash_secret=hash_secret) == []
+    assert sorted((p.file, p.key) for p in sink) == [
+        ("a.toml", "client_id"),
+        ("a.toml", "redirect_uris"),
+        ("b.toml", "shared_secret"),
+        ("b.toml", "subdomain"),
+    ]
+
+
+# --- stored secrets -------------------------------------------------------------------------
+
+
+def test_oidc_client_secret_is_stored_hashed(registry: Registry, store: Store) -> None:
+    slug, secret = unique("portal"), secrets.token_urlsafe(32)
+    reg = registry.add(slug, oidc(unique("c"), client_secret=secret), actor="test")
+    row = store.get_registration(slug)
+    assert row is not None
+    assert row.secret_hash is not None
+    assert secret not in row.model_dump_json()
+    assert verify_secret(secret, row.secret_hash)
+    assert not reg.oidc.is_public
+
+
+def test_public_oidc_client_has_no_secret(registry: Registry, store: Store) -> None:
+    slug = unique("spa")
+    assert registry.add(slug, oidc(unique("c")), actor="test").oidc.is_public
+    row = store.get_registration(slug)
+    assert row is not None
+    assert row.secret_hash is None
+    assert row.secret_encrypted is None
+
+
+def test_zendesk_secret_is_stored_encrypted(
+    registry: Registry, store: Store, keys: KeyStore
+) -> None:
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    row = store.get_registration(slug)
+    assert row is not None
+    assert row.secret_encrypted is not None
+    assert ZENDESK_SECRET not in row.model_dump_json()
+    assert keys.decrypt_secret(row.secret_encrypted) == ZENDESK_SECRET
+    reg = registry.get(slug)
+    assert reg is not None
+    assert reg.zendesk.shared_secret == ZENDESK_SECRET
+
+
+def test_secret_hash_cannot_be_given_instead_of_a_secret(registry: Registry) -> None:
+    slug = unique("portal")
+    with pytest.raises(InvalidRegistration, match="client_secret_hash"):
+        registry.add(slug, oidc(unique("c"), client_secret_hash=hash_secret("x")), actor="t")
+    registry.add(slug, oidc(unique("c")), actor="test")
+    with pytest.raises(InvalidRegistration, match="client_secret_hash"):
+        registry.edit(slug, {"client_secret_hash": hash_secret("x" * 20)}, actor="test")
+
+
+def test_edit_keeps_the_secret_unless_a_new_one_is_given(registry: Registry) -> None:
+    slug, old, new = unique("portal"), "old-secret-0123456789", "new-secret-0123456789"
+    registry.add(slug, oidc(unique("c"), client_secret=old), actor="test")
+    edited = registry.edit(slug, {"name": "Renamed"}, actor="test")
+    assert edited.name == "Renamed"
+    stored_hash = edited.oidc.client_secret_hash
+    assert stored_hash is not None
+    assert verify_secret(old, stored_hash)
+    rotated = registry.edit(slug, {"client_secret": new}, actor="test")
+    rotated_hash = rotated.oidc.client_secret_hash
+    assert rotated_hash is not None
+    assert verify_secret(new, rotated_hash)
+    assert not verify_secret(old, rotated_hash)
+
+
+def test_edit_keeps_the_zendesk_secret(registry: Registry) -> None:
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    edited = registry.edit(slug, {"brand_hosts": ["help.contoso.com"]}, actor="test")
+    assert edited.zendesk.shared_secret == ZENDESK_SECRET
+    assert edited.zendesk.brand_hosts == ("help.contoso.com",)
+
+
+def test_new_zendesk_secret_is_used_on_the_next_lookup_everywhere(
+    registry: Registry, tmp_path: Path, store: Store, keys: KeyStore
+) -> None:
+    slug, new = unique("helpdesk"), "rotated-zendesk-secret-" + "b" * 20
+    registry.add(slug, zendesk(), actor="test")
+    before = registry.get(slug)
+    assert before is not None
+    assert before.zendesk.shared_secret == ZENDESK_SECRET
+    # Another process: its own registry over the same database.
+    other = registry_with_files(tmp_path / "other", store, keys, {})
+    registry.edit(slug, {"shared_secret": new}, actor="test")
+    for reader in (registry, other):
+        after = reader.get(slug)
+        assert after is not None
+        assert after.zendesk.shared_secret == new
+
+
+def test_edit_removes_a_key_given_as_none(registry: Registry) -> None:
+    slug = unique("portal")
+    registry.add(slug, oidc(unique("c"), access={"member_types": ["REG"]}), actor="test")
+    edited = registry.edit(slug, {"access": None}, actor="test")
+    assert edited.access.is_open
+
+
+def test_profile_cannot_change(registry: Registry) -> None:
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    with pytest.raises(BadRequest, match="profile"):
+        registry.edit(slug, {"profile": "oidc"}, actor="test")
+
+
+def test_invalid_edit_is_refused_and_nothing_changes(registry: Registry) -> None:
+    slug = unique("portal")
+    registry.add(slug, oidc(unique("c")), actor="test")
+    with pytest.raises(InvalidRegistration, match="redirect_uris"):
+        registry.edit(slug, {"redirect_uris": ["http://evil.example.org/cb"]}, actor="test")
+    reg = registry.get(slug)
+    assert reg is not None
+    assert reg.oidc.redirect_uris == ("https://app.example.org/cb",)
+
+
+def test_to_data_never_holds_a_secret(registry: Registry, file_slug: str) -> None:
+    oidc_secret = "portal-secret-" + secrets.token_hex(8)
+    a, b = unique("portal"), unique("helpdesk")
+    registry.add(a, oidc(unique("c"), client_secret=oidc_secret), actor="test")
+    registry.add(b, zendesk(), actor="test")
+    for slug in (a, b, file_slug):
+        reg = registry.get(slug)
+        assert reg is not None
+        text = json.dumps(reg.to_data())
+        assert oidc_secret not in text
+        assert ZENDESK_SECRET not in text
+        assert "hmac-sha256" not in text
+        assert "secret_hash" not in text
+    zendesk_data = registry.get(b).to_data()  # type: ignore[union-attr]
+    assert zendesk_data["shared_secret_set"] is True
+    assert registry.get(a).to_data()["client_type"] == "confidential"  # type: ignore[union-attr]
+
+
+def test_all_lists_file_and_stored_registrations_by_slug(
+    registry: Registry, file_slug: str
+) -> None:
+    slug = unique("stored")
+    registry.add(slug, zendesk(), actor="test")
+    everything = registry.all()
+    assert [r.slug for r in everything] == sorted(r.slug for r in everything)
+    sources = {r.slug: r.source for r in everything}
+    assert sources[file_slug] == "file"
+    assert sources[slug] == "database"
+
+
+def test_remove_deletes_a_stored_registration(registry: Registry) -> None:
+    slug = unique("stored")
+    registry.add(slug, zendesk(), actor="test")
+    assert registry.remove(slug)
+    assert registry.get(slug) is None
+    assert not registry.remove(slug)
+
+
+def test_hand_edited_invalid_row_is_refused_loudly(registry: Registry, store: Store) -> None:
+    slug = unique("portal")
+    registry.add(slug, oidc(unique("c")), actor="test")
+    row = store.get_registration(slug)
+    assert row is not None
+    options = json.loads(row.options_json)
+    options["redirect_uris"] = ["http://evil.example.org/cb"]
+    row.options_json = json.dumps(options)
+    store.update_registration(row)
+    with pytest.raises(InvalidRegistration, match="redirect_uris"):
+        registry.get(slug)
