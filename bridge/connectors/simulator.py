@@ -585,6 +585,13 @@ def _may_read(caller: SimPerson, party_id: str) -> bool:
     return SERVICE_ROLE in caller.roles or caller.imis_id == party_id
 
 
+def _local_path(request: Request) -> str:
+    """The path below where the simulator is mounted (``/token``, not ``/_demo/imis/token``)."""
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 async def _hang(request: Request, seconds: float) -> None:
     """Sleep like a stuck server, but stop early once the client has gone away."""
     deadline = time.monotonic() + seconds
@@ -600,7 +607,7 @@ def _wrap(
     """Latency, faults, counters and (for ``/api``) bearer authentication around a handler."""
 
     async def endpoint(request: Request) -> Response:
-        path = request.url.path
+        path = _local_path(request)
         route = request.scope.get("route")
         state.count("api_requests" if api else "token_requests", path=getattr(route, "path", path))
         faults = state.faults

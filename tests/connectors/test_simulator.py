@@ -8,15 +8,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from bridge.connectors.simulator import (
     DEFAULT_PEOPLE_FILE,
     Faults,
+    create_simulator,
     describe_people,
     load_people,
     serve_simulator,
+    simulator_state,
 )
 from tests.connectors.conftest import SERVICE_PASSWORD, SERVICE_USER, Sim, running_simulator
+from tests.support.servers import serve
 
 
 @pytest.fixture
@@ -328,3 +333,14 @@ def test_reset_restores_the_start(http: httpx.Client, sim: Sim) -> None:
     assert (sim.state.faults, sim.state.latency_ms, sim.state.plain_lists) == (Faults(), 0, False)
     assert sim.state.stats()["token_requests"] == 0
     assert http.get("/api/Party/23210", headers=headers).status_code == 401
+
+
+def test_mounted_simulator_matches_fault_paths_below_its_mount() -> None:
+    imis = create_simulator()
+    app = Starlette(routes=[Mount("/_demo/imis", app=imis)])
+    state = simulator_state(imis)
+    state.set_faults(status=503, count=1, paths=("/token",))
+    with serve(app) as url, httpx.Client(base_url=f"{url}/_demo/imis") as http:
+        assert grant(http, "jdoe").status_code == 503
+        assert http.get("/api/Party/23210", headers=bearer(http, "jdoe")).status_code == 200
+    assert state.stats()["paths"] == {"/token": 2, "/api/Party/{party_id}": 1}
