@@ -7,9 +7,13 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bridge.routes import health
+from bridge.routes import health, login
 
 
 def all_routes() -> list[BaseRoute]:
     static = StaticFiles(directory=Path(__file__).parent.parent / "static")
-    return [*health.routes(), Mount("/static", app=static, name="static")]
+    return [
+        *health.routes(),
+        *login.routes(),
+        Mount("/static", app=static, name="static"),
+    ]
