@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import Delete, Update, case, delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, SQLModel, col, select
 
 from bridge.errors import BadRequest
@@ -412,11 +413,13 @@ class Store:
         access_ttl: int,
         refresh_ttl: int | None,
     ) -> tuple[str, str | None]:
-        """Mint an access token (and a refresh token if ``refresh_ttl``) for a live grant.
+        """Mint an access token (and a refresh token if ``refresh_ttl``) for a grant.
 
-        The grant's expiry is extended to cover the new tokens. Raises
-        :class:`Conflict` if the grant is unknown, another client's, expired or
-        revoked — also when a revocation wins a race with this call.
+        The grant's expiry is extended to cover the new tokens. Tokens of a
+        revoked grant are minted all the same but are never active (every
+        lookup checks the grant), so a revocation racing an exchange always
+        wins and the caller has no race to handle. Raises :class:`Conflict`
+        only if there is no such grant for ``client_id`` (a bug upstream).
         """
         access, access_hash = new_secret()
         tokens = [self._token(access_hash, "access", grant_id, client_id, scope, now, access_ttl)]
@@ -430,17 +433,12 @@ class Store:
         expires_at = col(GrantRow.expires_at)
         extend = (
             _update(GrantRow)
-            .where(
-                col(GrantRow.id) == grant_id,
-                col(GrantRow.client_id) == client_id,
-                col(GrantRow.revoked_at).is_(None),
-                expires_at > now,
-            )
+            .where(col(GrantRow.id) == grant_id, col(GrantRow.client_id) == client_id)
             .values(expires_at=case((expires_at < horizon, horizon), else_=expires_at))
         )
         with self._statements() as s:
             if s.exec(extend).rowcount != 1:
-                raise Conflict("the grant is unknown, expired or revoked")
+                raise Conflict(f"there is no grant {grant_id!r} for client {client_id!r}")
             s.exec(insert(TokenRow).values(tokens))
         return access, refresh
 
@@ -559,13 +557,22 @@ class Store:
             return True
 
     def revoke_grant(self, grant_id: str, *, now: int) -> bool:
-        """Revoke a grant and every token of it; False if there is no such grant (yet).
-
-        A grant revoked before it exists can no longer be created: revoking
-        the grant of a replayed code is safe however the redemptions race.
-        """
+        """Revoke a grant and every token of it; False if there is no such grant."""
         with self.db.session() as s:
             return self._revoke_grant(s, grant_id, now)
+
+    def revoke_grant_for_replay(self, grant_id: str, *, now: int) -> None:
+        """Revoke the grant of a replayed code, even one whose creation is still to come.
+
+        The first redemption may not have recorded its grant yet when the
+        replay is reported; :meth:`revoke_grant` would then find nothing and
+        the grant would be born live. This leaves a revoked placeholder instead,
+        so that :meth:`create_grant` (and so the first exchange) fails with
+        :class:`Conflict`. Stricter than :meth:`revoke_grant`: with parallel
+        exchanges of one code, possibly none of them gets tokens.
+        """
+        with self.db.session() as s:
+            self._revoke_grant(s, grant_id, now, placeholder=True)
 
     def revoke_grants_of_session(self, session_hash: str, *, now: int) -> int:
         """Sign-out: revoke every grant made in a browser session and void its unused codes.
@@ -600,39 +607,44 @@ class Store:
             s.exec(void_codes)
         return len(grant_ids)
 
-    def _revoke_grant(self, s: Session, grant_id: str, now: int) -> bool:
-        # Upsert, not UPDATE: a replayed code may be reported while the first
-        # redemption has not created its grant yet. The tombstone (no client)
-        # then makes that create_grant fail instead of leaving a live grant.
-        tombstone = {
-            "id": grant_id,
-            "client_id": "",
-            "imis_id": "",
-            "scope": "",
-            "identity_json": "{}",
-            "auth_time": now,
-            "created_at": now,
-            "expires_at": now,
-            "revoked_at": now,
-        }
-        revoke = (
-            self._insert(GrantRow)
-            .values(tombstone)
-            .on_conflict_do_update(
-                index_elements=[col(GrantRow.id)],
-                set_={"revoked_at": func.coalesce(col(GrantRow.revoked_at), now)},
+    def _revoke_grant(
+        self, s: Session, grant_id: str, now: int, *, placeholder: bool = False
+    ) -> bool:
+        revoked_at = func.coalesce(col(GrantRow.revoked_at), now)
+        if placeholder:
+            # A revoked grant without client: upserted, so it either revokes
+            # the real grant or stops it from being created.
+            revoke: UpdateBase = (
+                self._insert(GrantRow)
+                .values(
+                    id=grant_id,
+                    client_id="",
+                    imis_id="",
+                    scope="",
+                    identity_json="{}",
+                    auth_time=now,
+                    created_at=now,
+                    expires_at=now,
+                    revoked_at=now,
+                )
+                .on_conflict_do_update(
+                    index_elements=[col(GrantRow.id)], set_={"revoked_at": revoked_at}
+                )
             )
-            .returning(col(GrantRow.client_id))
-        )
-        # Grant first: an issue_tokens racing with us then either fails its
-        # grant check or has committed tokens that the second UPDATE sees.
-        client_id: str = s.exec(revoke).scalar_one()
+        else:
+            revoke = (
+                _update(GrantRow).where(col(GrantRow.id) == grant_id).values(revoked_at=revoked_at)
+            )
+        # The grant's revocation is what makes its tokens inactive (so tokens
+        # an issue_tokens adds concurrently are dead too); revoking the token
+        # rows as well keeps each row's own state truthful for audits.
+        found = s.exec(revoke).rowcount == 1
         s.exec(
             _update(TokenRow)
             .where(col(TokenRow.grant_id) == grant_id, col(TokenRow.revoked_at).is_(None))
             .values(revoked_at=now)
         )
-        return client_id != ""
+        return bool(found)
 
     def _insert(self, model: type[M]) -> postgresql.Insert | sqlite.Insert:
         """INSERT with ON CONFLICT support, in this database's dialect."""

@@ -362,15 +362,23 @@ def test_issuing_extends_the_grant_to_cover_its_tokens(store: Store) -> None:
     assert grant.expires_at == NOW + 86400
 
 
-def test_tokens_are_refused_for_a_revoked_unknown_or_foreign_grant(store: Store) -> None:
+def test_tokens_are_refused_for_an_unknown_or_foreign_grant(store: Store) -> None:
     grant_id = new_grant(store)
     with pytest.raises(Conflict):
         issue(store, grant_id, client_id="someone-else")
     with pytest.raises(Conflict):
         issue(store, unique("nope"))
+
+
+def test_tokens_minted_for_a_revoked_grant_are_never_active(store: Store) -> None:
+    # A replay's revocation may land between an exchange's grant and its tokens.
+    grant_id = new_grant(store)
     store.revoke_grant(grant_id, now=NOW)
-    with pytest.raises(Conflict):
-        issue(store, grant_id)
+    access, refresh = issue(store, grant_id, now=NOW + 1)
+    assert store.active_token(access, now=NOW + 1) is None
+    assert store.active_token(refresh, now=NOW + 1) is None
+    rotation = store.rotate_refresh(refresh, client_id="portal", now=NOW + 2, grace_seconds=5)
+    assert rotation.status == "invalid"
 
 
 def test_refresh_rotation_retires_the_old_token(store: Store) -> None:
@@ -511,14 +519,14 @@ def test_revoking_a_grant_ends_all_its_tokens(store: Store) -> None:
     assert store.revoke_grant(unique("nope"), now=NOW) is False
 
 
-def test_a_grant_revoked_before_it_is_created_cannot_be_created(store: Store) -> None:
+def test_a_replay_revokes_the_grant_even_before_it_is_created(store: Store) -> None:
     # A replayed code is reported before the first redemption recorded its grant.
     raw = new_code(store, grant_id=unique("grant"))
     winner = store.redeem_code(raw, now=NOW + 1)
     replay = store.redeem_code(raw, now=NOW + 1)
     assert winner.row is not None
     assert replay.row is not None
-    assert store.revoke_grant(replay.row.grant_id, now=NOW + 1) is False
+    store.revoke_grant_for_replay(replay.row.grant_id, now=NOW + 1)
     with pytest.raises(Conflict):
         store.create_grant(
             grant_id=winner.row.grant_id,
@@ -532,7 +540,44 @@ def test_a_grant_revoked_before_it_is_created_cannot_be_created(store: Store) ->
             ttl_seconds=3600,
         )
     with pytest.raises(Conflict):
-        issue(store, winner.row.grant_id, now=NOW + 1)
+        issue(store, winner.row.grant_id, now=NOW + 1)  # no grant for this client
+
+
+def test_a_replay_after_the_exchange_revokes_the_issued_tokens(store: Store) -> None:
+    grant_id = new_grant(store)
+    access, refresh = issue(store, grant_id)
+    store.revoke_grant_for_replay(grant_id, now=NOW + 2)
+    assert store.active_token(access, now=NOW + 3) is None
+    assert store.active_token(refresh, now=NOW + 3) is None
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert (grant.client_id, grant.revoked_at) == ("portal", NOW + 2)
+
+
+def test_plain_revocation_of_an_unknown_grant_leaves_no_trace(store: Store) -> None:
+    grant_id = unique("grant")
+    assert store.revoke_grant(grant_id, now=NOW) is False
+    assert store.get_grant(grant_id) is None
+    new_grant_id = new_grant(store)
+    assert store.get_grant(new_grant_id) is not None
+
+
+def test_creating_a_grant_twice_is_a_conflict(store: Store) -> None:
+    grant_id = new_grant(store)
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    with pytest.raises(Conflict):
+        store.create_grant(
+            grant_id=grant_id,
+            client_id="portal",
+            imis_id="1001",
+            scope="openid",
+            session_hash=None,
+            identity_json="{}",
+            auth_time=NOW,
+            now=NOW,
+            ttl_seconds=60,
+        )
 
 
 def test_signing_out_revokes_the_sessions_grants_and_voids_its_codes(store: Store) -> None:
