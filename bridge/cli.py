@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,8 @@ from bridge.settings import ConfigurationError, Settings, load_settings
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_CONFIG = 2
+#: Added to the longest token lifetime before a rotated-out signing key leaves JWKS.
+ROTATION_MARGIN_SECONDS = 300
 
 
 def _fail(message: str, code: int = EXIT_FAIL) -> int:
@@ -34,7 +36,10 @@ def _fail(message: str, code: int = EXIT_FAIL) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
+    """The settings of ``--config``, registration files included: every problem at once."""
+    from bridge.registry import check_file_registrations
+
+    return load_settings(args.config, check_registrations=check_file_registrations)
 
 
 def _print_problems(exc: ConfigurationError) -> int:
@@ -56,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     # Fail before binding the port: bad registrations, a schema that is behind.
-    services = open_services(settings)
+    services = open_services(settings, users=cast(UserStore, _NoUsers()))
     services.db.dispose()
     print(f"imis-bridge serving {settings.issuer} on http://{args.host}:{args.port}", flush=True)
     common: dict[str, Any] = {
@@ -165,22 +170,59 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _collect(args: argparse.Namespace) -> dict[str, Any]:
+def _read_registration_file(path: str, *, without: frozenset[str]) -> dict[str, Any]:
+    """A registration file for ``--file``, ``${ENV}`` expanded as at start-up.
+
+    Keys in ``without`` are dropped first (a secret given on standard input instead).
+    """
+    from bridge.settings import Problem, Problems, expand_env, read_toml
+
+    sink: list[Problem] = []
+    problems = Problems(path, sink)
+    raw = {k: v for k, v in read_toml(Path(path), problems).items() if k not in without}
+    data: dict[str, Any] = expand_env(raw, problems, "", os.environ)
+    if sink:
+        raise ConfigurationError(sink)
+    return data
+
+
+def _collect(args: argparse.Namespace, current: Mapping[str, Any]) -> dict[str, Any]:
+    """The changes ``--file``, ``--set`` and ``--unset`` ask for, as registration keys.
+
+    A dotted key (``access.member_types``, ``claims.tags``) changes one entry of a
+    table and keeps the rest of it as ``current`` (the registration's data) has it.
+    """
+    secret_keys = frozenset({"client_secret", "shared_secret"})
     data: dict[str, Any] = {}
     if getattr(args, "file", None):
-        with open(args.file, "rb") as fh:
-            data.update(tomllib.load(fh))
+        without = secret_keys if getattr(args, "secret_stdin", False) else frozenset()
+        data.update(_read_registration_file(args.file, without=without))
+
+    def table(name: str) -> dict[str, Any]:
+        if not isinstance(data.get(name), dict):
+            existing = current.get(name)
+            data[name] = dict(existing) if isinstance(existing, Mapping) else {}
+        result: dict[str, Any] = data[name]
+        return result
+
     for item in getattr(args, "set", None) or []:
         if "=" not in item:
             raise BridgeError(f"--set needs key=value, not {item!r}")
-        key, value = item.split("=", 1)
-        target = data
-        *parents, leaf = key.strip().split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = _parse_value(value.strip())
-    for item in getattr(args, "unset", None) or []:
-        data[item] = None
+        key, value = (part.strip() for part in item.split("=", 1))
+        top, _, rest = key.partition(".")
+        if rest:  # claim names may contain dots themselves (user_fields.x)
+            table(top)[rest] = _parse_value(value)
+        else:
+            data[top] = _parse_value(value)
+    for key in getattr(args, "unset", None) or []:
+        top, _, rest = key.strip().partition(".")
+        if rest:
+            entries = table(top)
+            entries.pop(rest, None)
+            if not entries:
+                data[top] = None
+        else:
+            data[top] = None
     return data
 
 
@@ -232,44 +274,46 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
             for r in regs:
                 print(f"{r.slug:<24} {r.profile:<8} {r.source:<9} {r.name}")
         return EXIT_OK
+    current = registry.get(args.slug)
     if action == "show":
-        reg = registry.get(args.slug)
-        if reg is None:
-            return _fail(f"no registration {args.slug!r}")
-        _show(reg, args.json)
-        return EXIT_OK
-    generated: str | None = None
-    if action in {"add", "edit"}:
-        data = _collect(args)
-        secret = _read_secret(args)
-        profile = data.get("profile") or (
-            registry.get(args.slug).profile
-            if action == "edit" and registry.get(args.slug)
-            else "oidc"
-        )
-        if secret is not None:
-            data[_secret_key(profile)] = secret
-        elif (
-            action == "add"
-            and profile == "oidc"
-            and not args.public
-            and "client_secret" not in data
-        ):
-            generated = data["client_secret"] = generate_client_secret()
-        if action == "add":
-            reg = registry.add(args.slug, data, actor=actor)
-        else:
-            reg = registry.edit(args.slug, data, actor=actor)
-    elif action == "rotate-secret":
-        current = registry.get(args.slug)
         if current is None:
             return _fail(f"no registration {args.slug!r}")
+        _show(current, args.json)
+        return EXIT_OK
+    if action != "add" and current is None:
+        return _fail(f"no registration {args.slug!r}")
+    if action != "add" and current.read_only:
+        return _fail(f"{args.slug!r} is defined in {current.file}; files are read-only")
+    generated: str | None = None
+    changes: dict[str, Any]
+    if action in {"add", "edit"}:
+        changes = _collect(args, current.to_data() if action == "edit" else {})
         secret = _read_secret(args)
-        if secret is None and current.profile == "zendesk":
+        profile = changes.get("profile") or (current.profile if current else "oidc")
+        if getattr(args, "public", False):
+            if secret is not None or changes.get("client_secret"):
+                return _fail("--public: a public client has no client secret")
+        elif secret is not None:
+            changes[_secret_key(profile)] = secret
+        elif action == "add" and profile == "oidc" and "client_secret" not in changes:
+            generated = changes["client_secret"] = generate_client_secret()
+        if action == "add":
+            reg = registry.add(args.slug, changes, actor=actor)
+        else:
+            reg = registry.edit(args.slug, changes, actor=actor)
+    elif action == "rotate-secret":
+        secret = _read_secret(args)
+        if current.profile == "zendesk" and secret is None:
             return _fail("a Zendesk secret comes from Zendesk: paste it with --secret-stdin")
+        if current.profile == "oidc" and current.oidc.is_public:
+            return _fail(
+                f"{args.slug} is a public client and has no secret; to make it confidential, "
+                "run `bridge registrations edit --secret-stdin`"
+            )
         if secret is None:
             generated = secret = generate_client_secret()
-        reg = registry.edit(args.slug, {_secret_key(current.profile): secret}, actor=actor)
+        changes = {_secret_key(current.profile): secret}
+        reg = registry.edit(args.slug, changes, actor=actor)
     elif action == "remove":
         if not registry.remove(args.slug):
             return _fail(f"no stored registration {args.slug!r}")
@@ -289,7 +333,7 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
         actor=actor,
         action=f"registration.{action}",
         target=reg.slug,
-        detail={"fields": sorted(k for k in _collect(args) if "secret" not in k)},
+        detail={"fields": sorted(k for k in changes if "secret" not in k)},
         ip=None,
         now=int(time.time()),
     )
@@ -311,8 +355,15 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.action == "list":
         return keys.cmd_list(settings.keys_dir, args.json)
-    retire_after = max(settings.tokens.id_token_seconds, settings.tokens.access_token_seconds)
-    return keys.cmd_rotate(settings.keys_dir, args.alg, args.immediate, retire_after)
+    # Every token signed with the old key must expire first, plus a margin for
+    # processes still reloading keys and for clock skew.
+    retire_after = (
+        max(settings.tokens.id_token_seconds, settings.tokens.access_token_seconds)
+        + ROTATION_MARGIN_SECONDS
+    )
+    return keys.cmd_rotate(
+        settings.keys_dir, args.alg, args.immediate, retire_after, as_json=args.json
+    )
 
 
 # --- parser -------------------------------------------------------------------
@@ -382,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "imis-simulator", cmd_imis_simulator, "run the iMIS REST simulator alone", config=False
     )
-    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--port", type=int, default=8100, help="port on 127.0.0.1 (default 8100)")
     p.add_argument("--people", help="TOML or JSON file of people (default: the demo people)")
     p.add_argument("--latency-ms", type=int, default=0, help="added latency per request")
 
@@ -428,28 +479,45 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
     p = keys.add_parser("list", help="list signing keys and their state")
     _with_config(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_keys)
     p = keys.add_parser("rotate", help="publish a new key, then (next run) sign with it")
     _with_config(p)
-    p.add_argument("--alg", choices=["RS256", "ES256"], default="RS256")
+    p.add_argument(
+        "--alg", choices=["RS256", "ES256"], default="RS256", help="key type (default RS256)"
+    )
     p.add_argument(
         "--immediate",
+        "--now",
+        dest="immediate",
         action="store_true",
         help="publish and start signing at once (RPs caching JWKS may lag)",
     )
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_keys)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bridge.keys import KeyStoreError
+    from bridge.storage.db import DatabaseUnavailable, SchemaBehind
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except ConfigurationError as exc:
         return _print_problems(exc)
+    except SchemaBehind:
+        return _fail(
+            "the database schema is behind this version of imis-bridge: "
+            f"run `bridge db upgrade --config {getattr(args, 'config', 'DIR')}`"
+        )
+    except DatabaseUnavailable as exc:
+        return _fail(f"the database cannot be reached: {exc.detail or exc.message}")
     except BridgeError as exc:
         return _fail(exc.message)
+    except KeyStoreError as exc:
+        return _fail(f"signing keys: {exc}")
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:

@@ -1,0 +1,711 @@
+"""The ``bridge`` command line, called in-process as an operator would call it."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import cli
+from bridge.keys import KeyStore, verify_secret
+from bridge.storage import Database, Store
+from tests.support.bridge import write_config
+
+REPO_CONFIG = Path(__file__).parent.parent / "config"
+EXAMPLE_VARIABLES = (
+    "BRIDGE_PUBLIC_URL",
+    "IMIS_BASE_URL",
+    "IMIS_SERVICE_USER",
+    "IMIS_SERVICE_PASSWORD",
+    "PORTAL_CLIENT_SECRET",
+    "ZENDESK_SHARED_SECRET",
+)
+ZENDESK_SECRET = "pasted-zendesk-secret-" + "z" * 24
+REDIRECT = '["https://app.example.org/callback"]'
+
+
+@pytest.fixture(scope="module")
+def shared_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One key folder for the module: generating RSA keys per test costs seconds."""
+    folder = tmp_path_factory.mktemp("keys")
+    KeyStore.load_or_create(folder)
+    return folder
+
+
+def make_config(
+    folder: Path,
+    database_url: str,
+    keys_dir: Path | None = None,
+    registrations: dict[str, str] | None = None,
+    extra: str = "",
+) -> Path:
+    write_config(
+        folder,
+        issuer="https://sso.example.org",
+        database_url=database_url,
+        imis_url="https://example.imiscloud.com",
+        registrations=registrations or {},
+        extra=extra,
+    )
+    if keys_dir is not None:
+        main = folder / "bridge.toml"
+        main.write_text(main.read_text().replace('keys_dir = "keys"', f'keys_dir = "{keys_dir}"'))
+    return folder
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, shared_keys: Path) -> Path:
+    return make_config(tmp_path / "config", database_url, shared_keys)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``bridge serve`` configures the root logger; put pytest's set-up back after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    def call(*argv: str | Path, stdin: str = "") -> Run:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        code = cli.main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return call
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def add_oidc(run: Any, config: Path, slug: str, *extra: str) -> Run:
+    result: Run = run(
+        "registrations",
+        "add",
+        slug,
+        "--config",
+        config,
+        "--set",
+        "profile=oidc",
+        "--set",
+        "name=Member Portal",
+        "--set",
+        f"client_id={slug}",
+        "--set",
+        f"redirect_uris={REDIRECT}",
+        *extra,
+    )
+    return result
+
+
+def shown_secret(out: str) -> str:
+    match = re.search(r"client_secret \(shown once[^)]*\): (\S+)", out)
+    assert match, out
+    return match.group(1)
+
+
+def audit_actions(database_url: str, slug: str) -> list[tuple[str, dict[str, Any]]]:
+    with Database(database_url) as db:
+        events = Store(db).list_audit(limit=1000)
+    return [(e.action, json.loads(e.detail_json)) for e in reversed(events) if e.target == slug]
+
+
+def stored_hash(database_url: str, slug: str) -> str:
+    with Database(database_url) as db:
+        row = Store(db).get_registration(slug)
+    assert row is not None
+    assert row.secret_hash is not None
+    return row.secret_hash
+
+
+# --- check-config --------------------------------------------------------------------------
+
+
+def test_check_config_ok_lists_file_registrations(run: Any, tmp_path: Path) -> None:
+    portal = f"""\
+        name = "Member Portal"
+        profile = "oidc"
+        client_id = "{unique("portal")}"
+        redirect_uris = ["https://portal.example.org/callback"]
+        """
+    folder = make_config(
+        tmp_path / "c", "sqlite:///bridge.db", registrations={"member-portal": portal}
+    )
+    result = run("check-config", "--config", folder)
+    assert result.code == 0, result.err
+    assert "configuration OK: issuer https://sso.example.org, 1 registration(s)" in result.out
+    assert "member-portal" in result.out
+    assert not (folder / "keys").exists()  # a check writes nothing
+    assert not (folder / "bridge.db").exists()
+
+
+def test_check_config_prints_one_line_per_problem(run: Any, tmp_path: Path) -> None:
+    folder = make_config(
+        tmp_path / "c",
+        "sqlite:///bridge.db",
+        registrations={"Bad_Name": 'name = "x"\nprofile = "oidc"\n'},
+        extra="colour = 'blue'\n[tokens]\ncode_seconds = 'soon'\n",
+    )
+    result = run("check-config", "--config", folder)
+    assert result.code == cli.EXIT_CONFIG
+    lines = result.err.splitlines()
+    assert lines[0] == "bridge: the configuration cannot be used:"
+    assert len(lines) == 4, result.err
+    assert f"  {folder / 'bridge.toml'}: colour: unknown key" in lines
+    assert any("tokens.code_seconds: must be a whole number" in line for line in lines)
+    assert any("Bad_Name.toml: file name 'Bad_Name' is not a valid slug" in line for line in lines)
+    assert result.out == ""
+
+
+def test_check_config_of_the_repository_examples_names_every_missing_variable(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in EXAMPLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    result = run("check-config", "--config", REPO_CONFIG)
+    assert result.code == cli.EXIT_CONFIG
+    problems = result.err.splitlines()[1:]
+    assert len(problems) == len(EXAMPLE_VARIABLES), result.err
+    for name in EXAMPLE_VARIABLES:
+        assert sum(f"environment variable {name} is not set" in p for p in problems) == 1
+    assert any(
+        p.strip().startswith(f"{REPO_CONFIG.resolve()}/bridge.toml: issuer:") for p in problems
+    )
+    assert any("member-portal.toml: client_secret: environment" in p for p in problems)
+
+
+def test_check_config_of_the_repository_examples_with_variables_set(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {
+        "BRIDGE_PUBLIC_URL": "https://sso.example.org",
+        "IMIS_BASE_URL": "https://example.imiscloud.com",
+        "IMIS_SERVICE_USER": "bridge-service",
+        "IMIS_SERVICE_PASSWORD": "service-password",
+        "PORTAL_CLIENT_SECRET": secrets.token_urlsafe(32),
+        "ZENDESK_SHARED_SECRET": secrets.token_urlsafe(40),
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    result = run("check-config", "--config", REPO_CONFIG)
+    assert result.code == 0, result.err
+    assert "2 registration(s) in files" in result.out
+    assert values["PORTAL_CLIENT_SECRET"] not in result.out + result.err
+    assert values["ZENDESK_SHARED_SECRET"] not in result.out + result.err
+
+
+def test_check_config_with_database(run: Any, config: Path) -> None:
+    result = run("check-config", "--config", config, "--database")
+    assert result.code == 0, result.err
+
+
+# --- registrations ------------------------------------------------------------------------------
+
+
+def test_add_oidc_prints_a_generated_secret_once(run: Any, config: Path, database_url: str) -> None:
+    slug = unique("portal")
+    result = add_oidc(run, config, slug)
+    assert result.code == 0, result.err
+    secret = shown_secret(result.out)
+    assert len(secret) >= 43
+    assert verify_secret(secret, stored_hash(database_url, slug))
+    assert "confidential" in result.out
+    for args in (("list",), ("list", "--json"), ("show", slug), ("show", slug, "--json")):
+        again = run("registrations", *args, "--config", config)
+        assert again.code == 0
+        assert slug in again.out
+        assert secret not in again.out + again.err
+
+
+def test_add_json_keeps_stdout_parseable(run: Any, config: Path) -> None:
+    slug = unique("portal")
+    result = add_oidc(run, config, slug, "--json")
+    assert result.code == 0, result.err
+    assert result.json()["slug"] == slug
+    assert shown_secret(result.err)
+
+
+def test_add_public_client_has_no_secret(run: Any, config: Path, database_url: str) -> None:
+    slug = unique("spa")
+    result = add_oidc(run, config, slug, "--public", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["client_type"] == "public"
+    assert "client_secret" not in result.out + result.err
+    with Database(database_url) as db:
+        row = Store(db).get_registration(slug)
+    assert row is not None
+    assert row.secret_hash is None
+
+
+def test_add_zendesk_from_a_file_with_the_secret_on_stdin(
+    run: Any, config: Path, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELPDESK_NAME", "Contoso Helpdesk")
+    monkeypatch.delenv("ZENDESK_SHARED_SECRET", raising=False)
+    spec = tmp_path / "helpdesk.toml"
+    spec.write_text(
+        'name = "${HELPDESK_NAME}"\nprofile = "zendesk"\nsubdomain = "contoso.zendesk.com"\n'
+        'shared_secret = "${ZENDESK_SHARED_SECRET}"\n'  # replaced by stdin: no error
+        'brand_hosts = ["support.contoso.com"]\n'
+    )
+    slug = unique("helpdesk")
+    result = run(
+        "registrations",
+        "add",
+        slug,
+        "--config",
+        config,
+        "--file",
+        spec,
+        "--secret-stdin",
+        stdin=ZENDESK_SECRET + "\n",
+    )
+    assert result.code == 0, result.err
+    assert ZENDESK_SECRET not in result.out + result.err
+    shown = run("registrations", "show", slug, "--config", config, "--json").json()
+    assert shown["name"] == "Contoso Helpdesk"
+    assert shown["subdomain"] == "contoso"
+    assert shown["shared_secret_set"] is True
+    with Database(database_url) as db:
+        row = Store(db).get_registration(slug)
+    assert row is not None
+    assert row.secret_encrypted is not None
+    assert ZENDESK_SECRET not in row.model_dump_json()
+
+
+def test_add_from_a_file_expands_variables_and_reports_missing_ones(
+    run: Any, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    spec = tmp_path / "portal.toml"
+    spec.write_text(
+        f'name = "Portal"\nprofile = "oidc"\nclient_id = "{unique("c")}"\n'
+        f'redirect_uris = {REDIRECT}\nclient_secret = "${{NO_SUCH_SECRET}}"\n'
+    )
+    slug = unique("portal")
+    result = run("registrations", "add", slug, "--config", config, "--file", spec)
+    assert result.code == cli.EXIT_CONFIG
+    assert f"{spec}: client_secret: environment variable NO_SUCH_SECRET is not set" in result.err
+    assert run("registrations", "show", slug, "--config", config).code == 1
+
+
+def test_add_from_a_file_that_is_not_toml(run: Any, config: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "broken.toml"
+    spec.write_text("name = \n")
+    result = run("registrations", "add", unique("x"), "--config", config, "--file", spec)
+    assert result.code == cli.EXIT_CONFIG
+    assert f"{spec}: not valid TOML" in result.err
+
+
+def test_add_refuses_an_invalid_registration(run: Any, config: Path) -> None:
+    slug = unique("portal")
+    result = run(
+        "registrations",
+        "add",
+        slug,
+        "--config",
+        config,
+        "--set",
+        "profile=oidc",
+        "--set",
+        "name=Portal",
+        "--set",
+        f"client_id={slug}",
+        "--set",
+        'redirect_uris=["http://app.example.org/cb"]',
+    )
+    assert result.code == 1
+    assert "redirect_uris[0]" in result.err
+    assert "must use https" in result.err
+    assert "client_secret" not in result.out
+
+
+def test_zendesk_secret_is_never_printed_or_taken_from_the_command_line_history(
+    run: Any, config: Path
+) -> None:
+    slug = unique("helpdesk")
+    result = run(
+        "registrations",
+        "add",
+        slug,
+        "--config",
+        config,
+        "--set",
+        "profile=zendesk",
+        "--set",
+        "name=Helpdesk",
+        "--set",
+        "subdomain=contoso",
+        "--secret-stdin",
+        stdin=ZENDESK_SECRET,
+    )
+    assert result.code == 0, result.err
+    assert ZENDESK_SECRET not in result.out + result.err
+    assert "client_secret" not in result.out
+
+
+def test_edit_changes_one_key_and_keeps_the_secret(
+    run: Any, config: Path, database_url: str
+) -> None:
+    slug = unique("portal")
+    secret = shown_secret(add_oidc(run, config, slug).out)
+    result = run("registrations", "edit", slug, "--config", config, "--set", "name=New Name")
+    assert result.code == 0, result.err
+    assert "New Name" in result.out
+    assert "client_secret (shown once" not in result.out
+    assert verify_secret(secret, stored_hash(database_url, slug))
+
+
+def test_edit_of_one_access_entry_keeps_the_others(run: Any, config: Path) -> None:
+    slug = unique("portal")
+    add_oidc(
+        run,
+        config,
+        slug,
+        "--public",
+        "--set",
+        'access.member_types=["REG"]',
+        "--set",
+        "access.message=Members only.",
+    )
+    result = run(
+        "registrations",
+        "edit",
+        slug,
+        "--config",
+        config,
+        "--json",
+        "--set",
+        'access.statuses=["A"]',
+    )
+    assert result.code == 0, result.err
+    assert result.json()["access"] == {
+        "member_types": ["REG"],
+        "statuses": ["a"],
+        "message": "Members only.",
+    }
+    result = run(
+        "registrations",
+        "edit",
+        slug,
+        "--config",
+        config,
+        "--json",
+        "--unset",
+        "access.message",
+        "--unset",
+        "access.statuses",
+    )
+    assert result.json()["access"] == {"member_types": ["REG"]}
+    result = run("registrations", "edit", slug, "--config", config, "--json", "--unset", "access")
+    assert "access" not in result.json()
+
+
+def test_rotate_oidc_secret_prints_a_new_one_and_the_old_stops_verifying(
+    run: Any, config: Path, database_url: str
+) -> None:
+    slug = unique("portal")
+    old = shown_secret(add_oidc(run, config, slug).out)
+    result = run("registrations", "rotate-secret", slug, "--config", config)
+    assert result.code == 0, result.err
+    new = shown_secret(result.out)
+    assert new != old
+    current = stored_hash(database_url, slug)
+    assert verify_secret(new, current)
+    assert not verify_secret(old, current)
+
+
+def test_rotate_secret_of_a_public_client_is_refused(run: Any, config: Path) -> None:
+    slug = unique("spa")
+    add_oidc(run, config, slug, "--public")
+    result = run("registrations", "rotate-secret", slug, "--config", config)
+    assert result.code == 1
+    assert "public client" in result.err
+    shown = run("registrations", "show", slug, "--config", config, "--json").json()
+    assert shown["client_type"] == "public"
+
+
+def test_rotate_zendesk_secret_needs_the_secret_on_stdin(run: Any, config: Path) -> None:
+    slug = unique("helpdesk")
+    run(
+        "registrations",
+        "add",
+        slug,
+        "--config",
+        config,
+        "--set",
+        "profile=zendesk",
+        "--set",
+        "name=Helpdesk",
+        "--set",
+        "subdomain=contoso",
+        "--secret-stdin",
+        stdin=ZENDESK_SECRET,
+    )
+    refused = run("registrations", "rotate-secret", slug, "--config", config)
+    assert refused.code == 1
+    assert "--secret-stdin" in refused.err
+    new = "rotated-zendesk-secret-" + "n" * 24
+    result = run(
+        "registrations", "rotate-secret", slug, "--config", config, "--secret-stdin", stdin=new
+    )
+    assert result.code == 0, result.err
+    assert new not in result.out + result.err
+    empty = run(
+        "registrations", "rotate-secret", slug, "--config", config, "--secret-stdin", stdin="\n"
+    )
+    assert empty.code == 1
+    assert "no secret on standard input" in empty.err
+
+
+def test_remove_deletes_and_every_change_is_audited(
+    run: Any, config: Path, database_url: str
+) -> None:
+    slug = unique("portal")
+    secret = shown_secret(add_oidc(run, config, slug).out)
+    assert run("registrations", "edit", slug, "--config", config, "--set", "name=B").code == 0
+    assert run("registrations", "rotate-secret", slug, "--config", config).code == 0
+    result = run("registrations", "remove", slug, "--config", config)
+    assert result.code == 0, result.err
+    assert result.out.strip() == f"removed {slug}"
+    assert run("registrations", "show", slug, "--config", config).code == 1
+    assert run("registrations", "remove", slug, "--config", config).code == 1
+    events = audit_actions(database_url, slug)
+    assert [action for action, _ in events] == [
+        "registration.add",
+        "registration.edit",
+        "registration.rotate-secret",
+        "registration.remove",
+    ]
+    assert events[0][1] == {"fields": ["client_id", "name", "profile", "redirect_uris"]}
+    assert events[1][1] == {"fields": ["name"]}
+    assert secret not in json.dumps(events)
+
+
+def test_file_registrations_cannot_be_changed_from_the_cli(
+    run: Any, tmp_path: Path, database_url: str, shared_keys: Path
+) -> None:
+    slug = unique("file")
+    portal = f"""\
+        name = "File Portal"
+        profile = "oidc"
+        client_id = "{slug}"
+        redirect_uris = ["https://portal.example.org/callback"]
+        """
+    folder = make_config(tmp_path / "c", database_url, shared_keys, {slug: portal})
+    listed = run("registrations", "list", "--config", folder)
+    assert re.search(rf"{slug}\s+oidc\s+file\s+File Portal", listed.out)
+    for argv in (
+        ("edit", slug, "--set", "name=X"),
+        ("rotate-secret", slug),
+        ("remove", slug),
+    ):
+        result = run("registrations", *argv, "--config", folder)
+        assert result.code == 1
+        assert "read-only" in result.err
+    clash = add_oidc(run, folder, unique("stored"), "--set", f"client_id={slug}")
+    assert clash.code == 1
+    assert f"{slug}.toml" in clash.err
+
+
+def test_set_without_a_value_is_refused(run: Any, config: Path) -> None:
+    result = run("registrations", "add", unique("x"), "--config", config, "--set", "name")
+    assert result.code == 1
+    assert "--set needs key=value" in result.err
+
+
+def test_show_of_an_unknown_registration(run: Any, config: Path) -> None:
+    result = run("registrations", "show", "nobody-here", "--config", config)
+    assert result.code == 1
+    assert result.err.strip() == "bridge: no registration 'nobody-here'"
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_keys_list_json_and_rotate(run: Any, tmp_path: Path, shared_keys: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    shutil.copytree(shared_keys, keys_dir)
+    folder = make_config(tmp_path / "c", "sqlite:///bridge.db", keys_dir)
+    listed = run("keys", "list", "--config", folder, "--json")
+    assert listed.code == 0, listed.err
+    before = listed.json()
+    assert {(k["alg"], k["state"]) for k in before["keys"]} == {
+        ("RS256", "current"),
+        ("ES256", "current"),
+    }
+    assert before["keyring"]["ids"]
+    rotated = run("keys", "rotate", "--config", folder, "--alg", "ES256", "--json")
+    assert rotated.code == 0, rotated.err
+    published = rotated.json()["published"]
+    assert published
+    after = run("keys", "list", "--config", folder, "--json").json()
+    states = {k["kid"]: (k["state"], k["in_jwks"]) for k in after["keys"]}
+    assert states[published] == ("next", True)
+    table = run("keys", "list", "--config", folder)
+    assert published in table.out
+    assert "Keyring: 1 key(s)" in table.out
+
+
+def test_keys_list_before_any_key_exists(run: Any, tmp_path: Path) -> None:
+    folder = make_config(tmp_path / "c", "sqlite:///bridge.db")
+    result = run("keys", "list", "--config", folder)
+    assert result.code == 1
+    assert "no keys here" in result.err
+
+
+# --- database -------------------------------------------------------------------------------------
+
+
+def test_db_upgrade_on_an_empty_database(run: Any, tmp_path: Path, empty_database_url: str) -> None:
+    folder = make_config(tmp_path / "c", empty_database_url)
+    result = run("db", "upgrade", "--config", folder)
+    assert result.code == 0, result.err
+    assert "was empty, now current" in result.out
+    with Database(empty_database_url) as db:
+        assert db.schema_state() == "current"
+    again = run("db", "upgrade", "--config", folder)
+    assert "was current, now current" in again.out
+
+
+def test_unreachable_database_is_one_line(run: Any, tmp_path: Path) -> None:
+    url = "postgresql+psycopg://bridge@127.0.0.1:1/bridge"
+    folder = make_config(tmp_path / "c", url)
+    result = run("db", "upgrade", "--config", folder)
+    assert result.code == 1
+    [line] = result.err.splitlines()
+    assert line.startswith("bridge: the database cannot be reached: OperationalError")
+
+
+def test_serve_refuses_a_postgresql_schema_that_is_behind(
+    run: Any,
+    tmp_path: Path,
+    empty_database_url: str,
+    shared_keys: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not empty_database_url.startswith("postgresql"):
+        pytest.skip("SQLite upgrades itself; only a shared PostgreSQL waits for the operator")
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server must not start")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    folder = make_config(tmp_path / "c", empty_database_url, shared_keys)
+    result = run("serve", "--config", folder)
+    assert result.code == 1
+    [reason] = [line for line in result.err.splitlines() if line.startswith("bridge:")]
+    assert reason.endswith(f"run `bridge db upgrade --config {folder}`")
+    assert "Traceback" not in result.err
+    # bridge.app.open_services leaves its Database undisposed when ensure_schema
+    # raises; collect the pooled connection here, quietly, so that no later test
+    # trips over its ResourceWarning. (A short-lived CLI process does not care.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def test_serve_checks_everything_before_starting_the_server(
+    run: Any, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    started: list[tuple[object, dict[str, object]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append((app, kw)))
+    result = run("serve", "--config", config, "--port", "8765")
+    assert result.code == 0, result.err
+    [(app, options)] = started
+    assert isinstance(app, Starlette)
+    assert options["port"] == 8765
+    assert options["host"] == "127.0.0.1"
+    assert "serving https://sso.example.org on http://127.0.0.1:8765" in result.out
+
+
+def test_serve_with_a_bad_config_does_not_start(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started"))
+    folder = make_config(tmp_path / "c", "sqlite:///bridge.db", extra="[tokens]\nfoo = 1\n")
+    result = run("serve", "--config", folder)
+    assert result.code == cli.EXIT_CONFIG
+    assert "tokens.foo: unknown key" in result.err
+
+
+# --- help -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    [
+        ((), ["serve", "demo", "check-config", "registrations", "keys", "db"]),
+        (("serve",), ["--config", "--host", "--port", "--workers"]),
+        (("demo",), ["--port", "--dir"]),
+        (("check-config",), ["--config", "--database"]),
+        (("db", "upgrade"), ["--config"]),
+        (("imis", "check"), ["--config", "--user"]),
+        (("imis-simulator",), ["--port", "--people", "--latency-ms"]),
+        (("registrations",), ["list", "show", "add", "edit", "remove", "rotate-secret"]),
+        (("registrations", "list"), ["--config", "--json"]),
+        (("registrations", "show"), ["--config", "--json", "slug"]),
+        (("registrations", "add"), ["--file", "--set", "--public", "--secret-stdin"]),
+        (("registrations", "edit"), ["--file", "--set", "--unset", "--secret-stdin"]),
+        (("registrations", "remove"), ["--config", "slug"]),
+        (("registrations", "rotate-secret"), ["--secret-stdin"]),
+        (("keys", "list"), ["--config", "--json"]),
+        (("keys", "rotate"), ["--alg", "--immediate", "--now", "--json"]),
+    ],
+)
+def test_help_of_every_command(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], mentions: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for word in mentions:
+        assert word in out
+
+
+def test_python_dash_m_bridge_help() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: bridge")
