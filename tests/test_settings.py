@@ -415,93 +415,16 @@ def test_registration_name_must_be_text(tmp_path: Path) -> None:
     assert (problem.key, problem.reason) == ("name", "must be a string, not int")
 
 
-# --- OIDC registrations --------------------------------------------------------------
+# --- OIDC registrations (the options themselves: tests/profiles/test_oidc_options.py) ---
 
 
-def oidc_problems(tmp_path: Path, text: str) -> list[tuple[str, str]]:
-    problems = problems_of(write(tmp_path, registrations={"portal": text}))
-    return [(p.key, p.reason) for p in problems]
-
-
-def test_oidc_redirect_uris_are_required(tmp_path: Path) -> None:
-    text = PORTAL.replace('redirect_uris = ["https://portal.example.org/callback"]\n', "")
-    [(key, reason)] = oidc_problems(tmp_path, text)
-    assert key == "redirect_uris"
-    assert reason.startswith("is required")
-
-
-def test_oidc_redirect_uris_of_the_wrong_type_are_reported_once(tmp_path: Path) -> None:
-    text = PORTAL.replace('["https://portal.example.org/callback"]', '"https://p.example.org/cb"')
-    assert oidc_problems(tmp_path, text) == [("redirect_uris", "must be a list of strings")]
-
-
-@pytest.mark.parametrize(
-    ("uri", "reason"),
-    [
-        ("http://portal.example.org/cb", "must use https (http only for localhost)"),
-        ("https://portal.example.org/cb#done", "must not contain a fragment"),
-        ("https://portal.example.org/cb#", "must not contain a fragment"),
-        ("/callback", "must be an absolute https URL"),
-        ("javascript:alert(1)", "must be an absolute https URL"),
-        ("https://portal example.org/cb", "must be a URL without spaces or control characters"),
-    ],
-)
-def test_oidc_bad_redirect_uri_is_refused(tmp_path: Path, uri: str, reason: str) -> None:
-    text = PORTAL.replace("https://portal.example.org/callback", uri)
-    assert oidc_problems(tmp_path, text) == [("redirect_uris[0]", f"{uri!r} {reason}")]
-
-
-@pytest.mark.parametrize(
-    "uri",
-    [
-        "http://localhost:3000/callback",
-        "http://127.0.0.1/cb",
-        "https://portal.example.org/cb?x=1",
-        "org.example.app:/oauth2redirect",
-    ],
-)
-def test_oidc_acceptable_redirect_uri(tmp_path: Path, uri: str) -> None:
-    text = PORTAL.replace("https://portal.example.org/callback", uri)
-    assert load(write(tmp_path, registrations={"portal": text})).registrations
-
-
-def test_oidc_unknown_scope_is_refused(tmp_path: Path) -> None:
-    text = PORTAL + 'scopes = ["openid", "groups"]\n'
-    [(key, reason)] = oidc_problems(tmp_path, text)
-    assert key == "scopes"
-    assert reason.startswith("unknown scope 'groups' (known: openid, profile")
-
-
-@pytest.mark.parametrize("scopes", ['["profile", "email"]', "[]"])
-def test_oidc_scopes_must_include_openid(tmp_path: Path, scopes: str) -> None:
-    text = PORTAL + f"scopes = {scopes}\n"
-    assert oidc_problems(tmp_path, text) == [("scopes", "must include 'openid'")]
-
-
-def test_oidc_bad_signing_alg_is_refused(tmp_path: Path) -> None:
-    text = PORTAL + 'id_token_signed_response_alg = "HS256"\n'
-    assert oidc_problems(tmp_path, text) == [
-        ("id_token_signed_response_alg", "must be one of RS256, ES256")
-    ]
-
-
-def test_oidc_short_client_secret_is_refused(tmp_path: Path) -> None:
-    text = PORTAL.replace("portal-secret-0123456789", "short")
-    [(key, reason)] = oidc_problems(tmp_path, text)
-    assert key == "client_secret"
-    assert reason.startswith("must be at least 16 characters")
-
-
-def test_oidc_bad_client_id_is_refused(tmp_path: Path) -> None:
-    text = PORTAL.replace('client_id = "member-portal"', 'client_id = "member portal"')
-    assert oidc_problems(tmp_path, text)[0][0] == "client_id"
-
-
-def test_oidc_claim_mapping_cannot_override_standard_claims(tmp_path: Path) -> None:
-    text = PORTAL + '[claims]\nsub = "email"\n'
-    [(key, reason)] = oidc_problems(tmp_path, text)
-    assert key == "claims.sub"
-    assert "standard claim" in reason
+def test_oidc_problems_are_reported_against_the_registration_file(tmp_path: Path) -> None:
+    text = PORTAL.replace("https://portal.example.org/callback", "http://portal.example.org/cb")
+    text += 'scopes = ["profile"]\n'
+    folder = write(tmp_path, registrations={"portal": text})
+    problems = problems_of(folder)
+    assert {p.file for p in problems} == {str(folder / "registrations" / "portal.toml")}
+    assert sorted(p.key for p in problems) == ["redirect_uris[0]", "scopes"]
 
 
 # --- Zendesk registrations -------------------------------------------------------------

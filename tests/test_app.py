@@ -1,0 +1,169 @@
+"""The app as a whole: built without I/O, started by its lifespan, health and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from bridge.app import create_app
+from bridge.settings import ConfigurationError, Settings, load_settings
+from bridge.storage import Database
+from tests.conftest import DatabaseFactory
+from tests.storage.tcp_proxy import TcpProxy
+from tests.support.bridge import write_config
+from tests.support.servers import serve
+
+UNREACHABLE = "postgresql+psycopg://bridge@127.0.0.1:1/bridge"
+
+
+def settings_for(
+    folder: Path, database_url: str, registrations: dict[str, str] | None = None
+) -> Settings:
+    write_config(
+        folder,
+        issuer="http://127.0.0.1:8000",
+        database_url=database_url,
+        imis_url="simulator",
+        registrations=registrations or {},
+    )
+    return load_settings(folder, {})
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return settings_for(tmp_path / "config", database_url)
+
+
+class Running:
+    """A started app and an HTTP client for it."""
+
+    def __init__(self, app: Starlette, client: httpx.Client) -> None:
+        self.app, self.client = app, client
+
+    def get(self, path: str) -> httpx.Response:
+        return self.client.get(path)
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[Running]:
+    app = create_app(settings)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield Running(app, client)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Running]:
+    with running(settings) as started:
+        yield started
+
+
+def test_create_app_touches_nothing_before_start(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "config", "sqlite:///data/bridge.db")
+    app = create_app(settings)
+    assert not settings.keys_dir.exists()
+    assert not (settings.config_dir / "data").exists()
+    with serve(app) as url:
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+    assert any(settings.keys_dir.iterdir())
+    assert (settings.config_dir / "data" / "bridge.db").exists()
+
+
+def test_healthz_answers(client: Running) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_readyz_reports_database_and_keys(client: Running) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "database": True, "keys": True}
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_readyz_is_503_when_the_database_does_not_answer(client: Running) -> None:
+    services = client.app.state.services
+    working = services.db
+    services.db = Database(UNREACHABLE, connect_timeout=1)
+    try:
+        response = client.get("/readyz")
+    finally:
+        asyncio.run(services.users.aclose())
+        services.db.dispose()
+        services.db = working
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "database": False, "keys": True}
+    assert response.headers["retry-after"] == "5"
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_follows_a_postgresql_outage_and_recovery(
+    tmp_path: Path, database_url: str, database_factory: DatabaseFactory
+) -> None:
+    if database_factory.backend != "postgresql":
+        pytest.skip("needs a database reached over the network (set BRIDGE_TEST_DATABASE_URL)")
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    try:
+        through_proxy = url.set(host="127.0.0.1", port=proxy.port)
+        settings = settings_for(
+            tmp_path / "config", through_proxy.render_as_string(hide_password=False)
+        )
+        with running(settings) as client:
+            assert client.get("/readyz").status_code == 200
+            proxy.stop()
+            down = client.get("/readyz")
+            assert down.status_code == 503
+            assert down.json()["database"] is False
+            assert client.get("/healthz").status_code == 200  # the process is still up
+            proxy.start()
+            assert client.get("/readyz").status_code == 200
+    finally:
+        proxy.stop()
+
+
+def test_start_up_fails_on_a_clash_with_a_stored_registration(
+    tmp_path: Path, database_url: str
+) -> None:
+    import secrets
+
+    from bridge.app import build_registry, open_services
+
+    slug = f"clash-{secrets.token_hex(4)}"
+    first = settings_for(tmp_path / "one", database_url)
+    services = open_services(first)
+    try:
+        services.registry.add(
+            slug,
+            {
+                "name": "Stored",
+                "profile": "oidc",
+                "client_id": slug,
+                "redirect_uris": ["https://app.example.org/cb"],
+            },
+            actor="test",
+        )
+        portal = f"""\
+            name = "File"
+            profile = "oidc"
+            client_id = "other-{slug}"
+            redirect_uris = ["https://app.example.org/cb"]
+            """
+        second = settings_for(tmp_path / "two", database_url, {slug: portal})
+        with pytest.raises(ConfigurationError) as caught:
+            build_registry(second, services.store, services.keys)
+        [problem] = caught.value.problems
+        assert problem.file.endswith(f"{slug}.toml")
+        assert "also a stored registration" in problem.reason
+    finally:
+        asyncio.run(services.users.aclose())
+        services.db.dispose()
