@@ -25,7 +25,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API runs, this thread has a
+# running event loop, and every later test that starts one of its own would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium")
     if executable is None:
