@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bridge.routes import health, login
+from bridge.routes import health, login, zendesk
 
 
 def all_routes() -> list[BaseRoute]:
@@ -15,5 +15,6 @@ def all_routes() -> list[BaseRoute]:
     return [
         *health.routes(),
         *login.routes(),
+        *zendesk.routes(),
         Mount("/static", app=static, name="static"),
     ]
