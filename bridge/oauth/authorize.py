@@ -20,6 +20,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from bridge.registry import Registration
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+#: No OAuth parameter may hold a control character (RFC 6749 Appendix A: VSCHAR and
+#: friends); refusing them early also keeps NUL away from PostgreSQL text columns.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_PARAM = 2048
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 
@@ -64,6 +67,10 @@ class AuthorizationRequest:
         return cls(**data)
 
 
+def has_control_chars(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def redirect_with(redirect_uri: str, params: dict[str, str | None]) -> str:
     """``redirect_uri`` with ``params`` added to its query (existing query kept)."""
     parts = urlsplit(redirect_uri)
@@ -84,7 +91,12 @@ def validate(
             repeated.add(key)
         params[key] = value
     client_id = params.get("client_id", "")
-    if not client_id or "client_id" in repeated or len(client_id) > 200:
+    if (
+        not client_id
+        or "client_id" in repeated
+        or len(client_id) > 200
+        or has_control_chars(client_id)
+    ):
         raise ShowError("The application did not say who it is (client_id is missing or invalid).")
     registration = find_client(client_id)
     if registration is None or registration.profile != "oidc" or not registration.enabled:
@@ -106,6 +118,8 @@ def validate(
         raise fail("invalid_request", f"repeated parameter(s): {', '.join(sorted(repeated))}")
     if any(len(v) > _MAX_PARAM for v in params.values()):
         raise fail("invalid_request", "a parameter is too long")
+    if any(has_control_chars(v) for v in params.values()):
+        raise fail("invalid_request", "a parameter contains a control character")
     if "request" in params or "request_uri" in params:
         raise fail("request_not_supported", "request objects are not supported")
     response_type = params.get("response_type")

@@ -28,6 +28,7 @@ from bridge.oauth.authorize import (
     AuthorizationRequest,
     RedirectError,
     ShowError,
+    has_control_chars,
     redirect_with,
     validate,
 )
@@ -125,9 +126,14 @@ async def jwks(request: Request) -> Response:
 # --- authorize --------------------------------------------------------------------------
 
 
+def _is_form(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media_type == FORM_TYPE
+
+
 async def _params(request: Request) -> list[tuple[str, str]]:
     if request.method == "POST":
-        if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
+        if not _is_form(request):
             raise BadRequest("The sign-in request must be sent as a form.")
         body = await request.body()
         try:
@@ -161,9 +167,23 @@ def _show(request: Request, message: str, status: int = 400) -> Response:
 
 
 def _needs_login(areq: AuthorizationRequest, session: sessions.Session | None, now: int) -> bool:
-    if session is None or areq.prompt == "login":
+    if session is None or areq.prompt == "login" or areq.max_age == 0:
+        # max_age=0 is prompt=login (OIDC Core §3.1.2.1), even within auth_time's second.
         return True
     return areq.max_age is not None and now - session.auth_time > areq.max_age
+
+
+def _min_auth_time(
+    areq: AuthorizationRequest, session: sessions.Session | None, now: int
+) -> int | None:
+    """How fresh the sign-in must be when login is forced (prompt=login, max_age).
+
+    Later than the current session's auth_time too: auth_time counts whole
+    seconds, and a session from this very second must not pass for a new sign-in.
+    """
+    if session is None or (areq.prompt != "login" and areq.max_age is None):
+        return None
+    return max(now, session.auth_time + 1)
 
 
 async def authorize(request: Request) -> Response:
@@ -186,13 +206,12 @@ async def authorize(request: Request) -> Response:
                     "login_required", "the person must sign in", areq.redirect_uri, areq.state
                 ),
             )
-        force = areq.prompt == "login" or (session is not None and areq.max_age is not None)
         pending = await sessions.create_pending(
             request,
             kind="oidc",
             registration=registration.slug,
             params=areq.to_params(),
-            min_auth_time=now if force else None,
+            min_auth_time=_min_auth_time(areq, session, now),
             login_hint=areq.login_hint,
         )
         return await sessions.send_to_login(request, pending)
@@ -280,13 +299,20 @@ async def _complete(
 
 
 async def _form(request: Request) -> list[tuple[str, str]]:
-    if request.headers.get("content-type", "").split(";")[0].strip() != FORM_TYPE:
+    """The urlencoded body; a JSON body, bad UTF-8 or a repeated parameter is invalid_request."""
+    if not _is_form(request):
         raise _OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
     body = await request.body()
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError as exc:
         raise _OAuthError("invalid_request", "the body is not valid UTF-8") from exc
+    seen: set[str] = set()
+    for key, _ in form:
+        if key in seen:
+            raise _OAuthError("invalid_request", f"repeated parameter {key[:40]!r}")
+        seen.add(key)
+    return form
 
 
 class _OAuthError(Exception):
@@ -311,11 +337,6 @@ async def _run_endpoint(request: Request, name: str | None) -> Response:
         form = await _form(request)
     except _OAuthError as err:
         return _oauth_error(err)
-    seen: set[str] = set()
-    for key, _ in form:
-        if key in seen:
-            return _oauth_error(_OAuthError("invalid_request", f"repeated parameter {key!r}"))
-        seen.add(key)
     uri = f"{services.settings.issuer}{request.url.path}"
     oreq = oauth_request(request.method, uri, request.headers, form)
     server = _server(request)
@@ -347,17 +368,37 @@ def _bearer_error(error: str, description: str, status: int = 401) -> Response:
     )
 
 
+async def _bearer_token(request: Request) -> str | None:
+    """The access token of a userinfo request, or None if it carries none.
+
+    RFC 6750 §2.1 (``Authorization: Bearer``) or, for a POST, §2.2 (``access_token``
+    in a form body). Both at once is invalid_request (§2: only one method).
+    The query string (§2.3) is not read: it ends up in logs.
+    """
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    in_header = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    in_body: str | None = None
+    if request.method == "POST" and _is_form(request):
+        form = dict(await _form(request))
+        in_body = form.get("access_token") or None
+    if in_header is not None and in_body is not None:
+        raise _OAuthError("invalid_request", "the access token was sent in two ways")
+    return in_header if in_header is not None else in_body
+
+
 async def userinfo(request: Request) -> Response:
     services = _services(request)
-    auth = request.headers.get("authorization", "")
-    scheme, _, raw = auth.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
+    try:
+        raw = await _bearer_token(request)
+    except _OAuthError as err:
+        return _bearer_error(err.error, err.description, 400)
+    if raw is None:
+        # RFC 6750 §3.1: a request without any token gets a challenge, no error code.
         return JSONResponse(
-            {"error": "invalid_request"},
+            {"error_description": "an access token is required"},
             status_code=401,
             headers={"www-authenticate": "Bearer", **NO_STORE},
         )
-    raw = raw.strip()
     if len(raw) > 512:
         return _bearer_error("invalid_token", "the access token is not valid")
     found = await services.db.run(
@@ -410,12 +451,16 @@ async def end_session(request: Request) -> Response:
                 hint,
                 audience=client_id or _unverified_aud(hint),
                 issuer=services.settings.issuer,
-                leeway=10 * 365 * 24 * 3600,  # an expired ID token is still a valid hint
+                # RP-Initiated Logout §4: an expired ID token is still a hint while
+                # the session it came from may be alive; none outlives this.
+                leeway=services.settings.sessions.lifetime_seconds,
             )
         except InvalidToken as exc:
             raise BadRequest("The logout request carried an ID token that is not valid.") from exc
         client_id = client_id or str(hint_claims["aud"])
     registration = None
+    if client_id and (len(client_id) > 200 or has_control_chars(client_id)):
+        raise BadRequest("The application asking to sign you out is not registered.")
     if client_id:
         registration = await services.db.run(services.registry.by_client_id, client_id)
         if registration is None:
