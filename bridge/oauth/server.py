@@ -6,9 +6,14 @@ storage hooks and override what it gets wrong for us:
 
 - code redemption is one atomic conditional UPDATE (``Store.redeem_code``) so of
   N parallel redemptions exactly one wins; a replayed code revokes every token
-  its grant issued (SECURITY B1);
+  its grant issued (SECURITY B1). Within one process, requests for the same code
+  also take turns, so the winner finishes issuing before a replay revokes, and
+  the replay always catches the tokens;
 - refresh tokens rotate atomically; reuse outside a short grace window revokes
-  the whole family (B4);
+  the whole family (B4). A refresh may narrow the access token's scope, while
+  the new refresh token keeps the grant's (RFC 6749 §6);
+- every ``invalid_client`` is a 401 with a ``Basic`` challenge (RFC 6749 §5.2),
+  and token type hints we cannot use are ignored (RFC 7009 §2.1);
 - ID tokens are signed by our key store (RS256 by default, ES256 per
   registration) with ``kid`` and ``at_hash`` (C1).
 
@@ -23,13 +28,17 @@ import base64
 import hashlib
 import logging
 import secrets
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
     OAuth2Request,
 )
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
@@ -39,8 +48,10 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
 from bridge.identity import Identity
+from bridge.oauth.authorize import has_control_chars
 from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
 from bridge.profiles import oidc as oidc_profile
+from bridge.storage.repo import Conflict
 
 log = logging.getLogger("bridge.oauth")
 
@@ -70,7 +81,9 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         result = server.store.redeem_code(code, now=now)
         if result.status == "replayed" and result.row is not None:
             log.warning("authorization code replayed: client=%s grant revoked", client.client_id)
-            server.store.revoke_grant(result.row.grant_id, now=now)
+            # Also when the first redemption (in another process) has not created
+            # the grant yet: then it never will, and that exchange fails.
+            server.store.revoke_grant_for_replay(result.row.grant_id, now=now)
             return None
         if result.status != "ok" or result.row is None:
             return None
@@ -89,17 +102,20 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         server: OAuthServer = self.server
         row = authorization_code.row
         now = int(time.time())
-        server.store.create_grant(
-            grant_id=row.grant_id,
-            client_id=row.client_id,
-            imis_id=row.imis_id,
-            scope=row.scope,
-            session_hash=row.session_hash,
-            identity_json=row.identity_json,
-            auth_time=row.auth_time,
-            now=now,
-            ttl_seconds=server.settings.tokens.refresh_token_seconds,
-        )
+        try:
+            server.store.create_grant(
+                grant_id=row.grant_id,
+                client_id=row.client_id,
+                imis_id=row.imis_id,
+                scope=row.scope,
+                session_hash=row.session_hash,
+                identity_json=row.identity_json,
+                auth_time=row.auth_time,
+                now=now,
+                ttl_seconds=server.settings.tokens.refresh_token_seconds,
+            )
+        except Conflict as exc:
+            raise InvalidGrantError("the code was replayed") from exc
         return GrantUser(row.grant_id, authorization_code.identity, row.auth_time)
 
 
@@ -148,6 +164,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         server: OAuthServer = self.server
         client: Client = self.request.client
+        self._check_scope_before_rotation(refresh_token, client)
         result = server.store.rotate_refresh(
             refresh_token,
             client_id=client.get_client_id(),
@@ -161,8 +178,33 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             return None
         return Token(refresh_token, result.token, result.grant)
 
+    def _check_scope_before_rotation(self, refresh_token: str, client: Client) -> None:
+        """Authlib checks the requested scope after :meth:`authenticate_refresh_token`,
+        which rotates: a refused scope would use the token up (and a later use of it
+        would revoke the family). So check first, when a scope is asked for."""
+        requested = self.request.payload.scope
+        if not requested:
+            return
+        server: OAuthServer = self.server
+        found = server.store.active_token(refresh_token, now=int(time.time()), kind="refresh")
+        if found is None or found[0].client_id != client.get_client_id():
+            return  # rotation tells unknown, reused and grace-window tokens apart
+        if not set(requested.split()) <= set(found[0].scope.split()):
+            raise InvalidScopeError()
+
     def authenticate_user(self, refresh_token: Token) -> GrantUser:
         return refresh_token.get_user()
+
+    def issue_token(self, user: GrantUser, refresh_token: Token) -> dict[str, Any]:
+        """RFC 6749 §6: the access token may be narrowed to the requested scope; the new
+        refresh token keeps the scope of the one it replaces (less what the
+        registration no longer allows, A6)."""
+        server: OAuthServer = self.server
+        client: Client = self.request.client
+        granted = client.get_allowed_scope(refresh_token.get_scope())
+        requested = self.request.payload.scope
+        scope = client.get_allowed_scope(requested) if requested else granted
+        return server.issue(client, user, scope=scope, refresh_scope=granted)
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """Rotation already marked the old token in :meth:`authenticate_refresh_token`."""
@@ -170,6 +212,12 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
 
 class _TokenLookup:
     server: OAuthServer
+
+    def check_params(self, request: OAuth2Request, client: Client) -> None:
+        """Only ``token`` is required; any ``token_type_hint`` is ignored, as RFC 7009 §2.1
+        allows: tokens are found by their hash whatever their type."""
+        if not request.form.get("token"):
+            raise InvalidRequestError("token is required")
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         if not token_string or len(token_string) > 512:
@@ -232,11 +280,12 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RefreshGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        self._redemptions = _KeyedLocks()
 
     # --- Authlib hooks ------------------------------------------------------------
 
     def query_client(self, client_id: str) -> Client | None:
-        if not client_id or len(client_id) > 200:
+        if not client_id or len(client_id) > 200 or has_control_chars(client_id):
             return None
         registration = self.services.registry.by_client_id(client_id)
         if registration is None or registration.profile != "oidc" or not registration.enabled:
@@ -254,16 +303,50 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
     ) -> dict[str, Any]:
         assert user is not None
         scope = scope or ""
-        tokens = self.settings.tokens
-        wants_refresh = include_refresh_token and "offline_access" in scope.split()
-        access, refresh = self.store.issue_tokens(
-            grant_id=user.grant_id,
-            client_id=client.get_client_id(),
-            scope=scope,
-            now=int(time.time()),
-            access_ttl=tokens.access_token_seconds,
-            refresh_ttl=tokens.refresh_token_seconds if wants_refresh else None,
+        return self.issue(
+            client, user, scope=scope, refresh_scope=scope if include_refresh_token else None
         )
+
+    def issue(
+        self, client: Client, user: GrantUser, *, scope: str, refresh_scope: str | None
+    ) -> dict[str, Any]:
+        """Mint an access token for ``scope`` and, if ``refresh_scope`` holds
+        offline_access, a refresh token for ``refresh_scope``. Tokens of a grant
+        revoked meanwhile are minted dead (the store checks the grant on every use)."""
+        tokens = self.settings.tokens
+        if refresh_scope is not None and "offline_access" not in refresh_scope.split():
+            refresh_scope = None
+        issue = self.store.issue_tokens
+        common = {"grant_id": user.grant_id, "client_id": client.get_client_id()}
+        try:
+            if refresh_scope is None or refresh_scope == scope:
+                access, refresh = issue(
+                    **common,
+                    scope=scope,
+                    now=int(time.time()),
+                    access_ttl=tokens.access_token_seconds,
+                    refresh_ttl=tokens.refresh_token_seconds if refresh_scope else None,
+                )
+            else:
+                # The store gives both tokens of one call the same scope. So the
+                # refresh token comes with an access token that is born expired,
+                # and the narrowed access token is minted on its own.
+                _, refresh = issue(
+                    **common,
+                    scope=refresh_scope,
+                    now=int(time.time()),
+                    access_ttl=0,
+                    refresh_ttl=tokens.refresh_token_seconds,
+                )
+                access, _ = issue(
+                    **common,
+                    scope=scope,
+                    now=int(time.time()),
+                    access_ttl=tokens.access_token_seconds,
+                    refresh_ttl=None,
+                )
+        except Conflict as exc:
+            raise InvalidGrantError("the grant no longer exists") from exc
         token: dict[str, Any] = {
             "access_token": access,
             "token_type": "Bearer",
@@ -284,9 +367,14 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         return request
 
     def handle_response(self, status: int, body: Any, headers: Any) -> Response:
-        merged = [
-            (k, v) for k, v in (headers or []) if k.lower() not in ("cache-control", "pragma")
-        ]
+        dropped = ("cache-control", "pragma", "www-authenticate")
+        merged = [(k, v) for k, v in (headers or []) if k.lower() not in dropped]
+        if isinstance(body, dict) and body.get("error") == "invalid_client":
+            # RFC 6749 §5.2: 401 with a challenge of a scheme we accept (Authlib
+            # answers 400 to a client_secret_post client it does not know).
+            status = 401
+        if status == 401:
+            merged.append(("WWW-Authenticate", f'Basic realm="{self.settings.issuer}"'))
         return status, body, merged + NO_STORE
 
     # --- ID tokens ------------------------------------------------------------------
@@ -331,7 +419,18 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
     # --- entry points (called in a worker thread) --------------------------------------
 
     def token_response(self, request: OAuth2Request) -> Response:
-        result: Response = self.create_token_response(request)
+        if not request.form.get("grant_type"):
+            # Authlib would say unsupported_grant_type; RFC 6749 §5.2 says a
+            # missing parameter is invalid_request.
+            error = InvalidRequestError("grant_type is required")
+            result: Response = self.handle_error_response(request, error)
+            return result
+        code = request.form.get("code")
+        if request.form["grant_type"] != "authorization_code" or not code:
+            result = self.create_token_response(request)
+            return result
+        with self._redemptions.hold(code):
+            result = self.create_token_response(request)
         return result
 
     def endpoint_response(self, name: str, request: OAuth2Request) -> Response:
@@ -339,11 +438,35 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         return result
 
 
+class _KeyedLocks:
+    """One lock per key (a code), kept only while a request holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
 class _FormRequest(OAuth2Request):  # type: ignore[misc]
     """An Authlib request over a form the route has already read."""
 
     def __init__(
-        self, method: str, uri: str, headers: dict[str, str], form: dict[str, str]
+        self, method: str, uri: str, headers: Mapping[str, str], form: dict[str, str]
     ) -> None:
         super().__init__(method, uri, headers=headers)
         self._form = form
