@@ -89,7 +89,9 @@ async def _registration(request: Request, slug: str) -> Registration:
 
 
 def _number(value: str | None) -> str | None:
-    return value if value and len(value) <= _MAX_ID and value.isdigit() else None
+    if value and len(value) <= _MAX_ID and value.isascii() and value.isdigit():
+        return value
+    return None
 
 
 def _zendesk_params(request: Request, registration: Registration) -> dict[str, str | None]:
