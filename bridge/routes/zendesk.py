@@ -266,7 +266,7 @@ async def _shared_email_refusal(
     if isinstance(others, Unavailable):
         raise ServiceUnavailable(
             "iMIS is unavailable right now, so we cannot finish signing you in. "
-            "Please try again in a few minutes.",
+            "Please try again soon.",
             retry_after=others.retry_after,
             detail=others.detail,
         )

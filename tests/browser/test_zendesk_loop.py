@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
@@ -164,3 +165,20 @@ def test_demo_fallback_page(demo: Demo, page_nojs: Page, screenshots: Path) -> N
     page_nojs.goto(f"{demo.url}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/access/sso_bypass")
     assert "Not the real Zendesk" in page_nojs.inner_text("body")
     page_nojs.screenshot(path=str(screenshots / "zendesk-demo-sso-bypass.png"), full_page=True)
+
+
+def test_imis_unavailable_page(demo: Demo, page_nojs: Page, screenshots: Path) -> None:
+    page_nojs.goto(f"{demo.url}/login")
+    with page_nojs.expect_navigation():
+        sign_in(page_nojs, "zoe")
+    faults = f"{demo.url}/_demo/imis/_sim/faults"
+    httpx.post(faults, json={"status": 503, "retry_after": 30}).raise_for_status()
+    try:
+        response = page_nojs.goto(demo.remote_login)
+    finally:
+        httpx.delete(faults).raise_for_status()
+    assert response is not None
+    assert response.status == 503
+    assert response.headers["retry-after"] == "30"
+    assert "try again" in page_nojs.inner_text("main")
+    page_nojs.screenshot(path=str(screenshots / "zendesk-imis-unavailable.png"), full_page=True)
