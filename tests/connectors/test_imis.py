@@ -514,7 +514,10 @@ async def test_concurrent_sign_ins_do_not_wait_on_each_other() -> None:
             fifty = time.monotonic() - started
     assert len({i.imis_id for i in identities}) == 5
     assert one >= 3 * latency  # grant, User, Party
-    assert fifty < 3 * one, (one, fifty)
+    # Sequential sign-ins would take 50x one; in parallel it is close to one latency.
+    # The bound leaves room for a loaded 2-core CI machine (the CPU work of 50
+    # sign-ins on both the simulator and the client is not free).
+    assert fifty < 5 * one, (one, fifty)
     assert sim.state.stats()["tokens_by_user"]["bridge-service"] == 1
 
 
