@@ -16,12 +16,13 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from bridge.connectors import UserStore
 from bridge.errors import BridgeError
-from bridge.settings import ConfigurationError, Settings, load_settings
+from bridge.settings import ConfigurationError, Problem, Settings, load_settings
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -92,7 +93,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.app import build_registry
     from bridge.keys import hash_secret
     from bridge.registry import load_file_registrations
-    from bridge.settings import Problem
 
     settings = _settings(args)
     sink: list[Problem] = []
@@ -175,7 +175,7 @@ def _read_registration_file(path: str, *, without: frozenset[str]) -> dict[str, 
 
     Keys in ``without`` are dropped first (a secret given on standard input instead).
     """
-    from bridge.settings import Problem, Problems, expand_env, read_toml
+    from bridge.settings import Problems, expand_env, read_toml
 
     sink: list[Problem] = []
     problems = Problems(path, sink)
@@ -256,6 +256,36 @@ def cmd_registrations(args: argparse.Namespace) -> int:
         services.db.dispose()
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What changing a registration needs to know of it, even when it cannot be read."""
+
+    profile: str
+    public: bool
+    read_only: bool
+    file: str | None
+    data: Mapping[str, Any]
+
+
+def _target(registry: Any, store: Any, slug: str) -> _Target | None:
+    from bridge.errors import InvalidRegistration
+
+    try:
+        reg = registry.get(slug)
+    except InvalidRegistration:
+        # Unreadable (say, a secret the keyring cannot decrypt): it can still be
+        # removed, or given a new secret, from what the row itself says.
+        row = store.get_registration(slug)
+        if row is None:
+            raise
+        public = row.profile == "oidc" and row.secret_hash is None
+        return _Target(row.profile, public, False, None, {})
+    if reg is None:
+        return None
+    public = reg.profile == "oidc" and reg.oidc.is_public
+    return _Target(reg.profile, public, reg.read_only, reg.file, reg.to_data())
+
+
 def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> int:
     import time
 
@@ -264,7 +294,8 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
     action = args.action
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     if action == "list":
-        regs = registry.all()
+        unreadable: list[Problem] = []
+        regs = registry.all(unreadable=unreadable)
         if args.json:
             print(json.dumps([r.to_data() for r in regs], indent=2, sort_keys=True))
         elif not regs:
@@ -273,21 +304,25 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
             print(f"{'SLUG':<24} {'PROFILE':<8} {'SOURCE':<9} NAME")
             for r in regs:
                 print(f"{r.slug:<24} {r.profile:<8} {r.source:<9} {r.name}")
-        return EXIT_OK
-    current = registry.get(args.slug)
+        for problem in unreadable:
+            _fail(f"cannot be read: {problem}")
+        return EXIT_FAIL if unreadable else EXIT_OK
     if action == "show":
+        found = registry.get(args.slug)
+        if found is None:
+            return _fail(f"no registration {args.slug!r}")
+        _show(found, args.json)
+        return EXIT_OK
+    current = None if action == "add" else _target(registry, services.store, args.slug)
+    if action != "add":
         if current is None:
             return _fail(f"no registration {args.slug!r}")
-        _show(current, args.json)
-        return EXIT_OK
-    if action != "add" and current is None:
-        return _fail(f"no registration {args.slug!r}")
-    if action != "add" and current.read_only:
-        return _fail(f"{args.slug!r} is defined in {current.file}; files are read-only")
+        if current.read_only:
+            return _fail(f"{args.slug!r} is defined in {current.file}; files are read-only")
     generated: str | None = None
     changes: dict[str, Any]
     if action in {"add", "edit"}:
-        changes = _collect(args, current.to_data() if action == "edit" else {})
+        changes = _collect(args, current.data if current else {})
         secret = _read_secret(args)
         profile = changes.get("profile") or (current.profile if current else "oidc")
         if getattr(args, "public", False):
@@ -302,10 +337,11 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
         else:
             reg = registry.edit(args.slug, changes, actor=actor)
     elif action == "rotate-secret":
+        assert current is not None  # checked above for every action but add
         secret = _read_secret(args)
         if current.profile == "zendesk" and secret is None:
             return _fail("a Zendesk secret comes from Zendesk: paste it with --secret-stdin")
-        if current.profile == "oidc" and current.oidc.is_public:
+        if current.public:
             return _fail(
                 f"{args.slug} is a public client and has no secret; to make it confidential, "
                 "run `bridge registrations edit --secret-stdin`"
@@ -499,10 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help exits here, before the heavy imports
+
     from bridge.keys import KeyStoreError
     from bridge.storage.db import DatabaseUnavailable, SchemaBehind
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except ConfigurationError as exc:

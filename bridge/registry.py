@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
+from bridge.keys import SecretDecryptionError
 from bridge.profiles import COMMON_KEYS, AccessRule, parse_access, properties_needed
 from bridge.profiles import oidc as oidc_profile
 from bridge.profiles import zendesk as zendesk_profile
@@ -235,8 +236,18 @@ class Registry:
         row = self._store.get_registration_by_client_id(client_id)
         return self._from_row(row) if row else None
 
-    def all(self) -> list[Registration]:
-        stored = [self._from_row(row) for row in self._store.list_registrations()]
+    def all(self, *, unreadable: list[Problem] | None = None) -> list[Registration]:
+        """Every registration by slug. A stored one that cannot be read raises
+        :class:`InvalidRegistration`, or, given ``unreadable``, is left out and
+        described there (so a listing still shows the rest)."""
+        stored: list[Registration] = []
+        for row in self._store.list_registrations():
+            try:
+                stored.append(self._from_row(row))
+            except InvalidRegistration as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(Problem(f"registration {row.slug}", "", exc.message))
         merged = {r.slug: r for r in stored} | self._files
         return sorted(merged.values(), key=lambda r: r.slug)
 
@@ -272,7 +283,7 @@ class Registry:
         if row.secret_hash:
             data["client_secret_hash"] = row.secret_hash
         if row.secret_encrypted:
-            data["shared_secret"] = self._decrypt(row.secret_encrypted)
+            data["shared_secret"] = self._decrypt_stored(row)
         sink: list[Problem] = []
         reg = parse_registration(
             row.slug,
@@ -284,6 +295,23 @@ class Registry:
         if reg is None:  # validated on write; a hand-edited row is refused loudly
             raise InvalidRegistration([(p.key, p.reason) for p in sink])
         return reg
+
+    def _decrypt_stored(self, row: RegistrationRow) -> str:
+        assert row.secret_encrypted is not None
+        try:
+            return self._decrypt(row.secret_encrypted)
+        except SecretDecryptionError as exc:
+            # The keyring in keys_dir is not the one that encrypted it (a lost or
+            # unshared keys folder): the secret must be pasted again.
+            raise InvalidRegistration(
+                [
+                    (
+                        "shared_secret",
+                        f"cannot be decrypted ({exc}); paste it again with "
+                        f"`bridge registrations rotate-secret {row.slug} --secret-stdin`",
+                    )
+                ]
+            ) from exc
 
     # --- writing (stored registrations only) ----------------------------------
 
@@ -321,7 +349,7 @@ class Registry:
         if row.secret_hash and "client_secret" not in changes:
             data[_STORED_HASH] = row.secret_hash
         if row.secret_encrypted and "shared_secret" not in changes:
-            data["shared_secret"] = self._decrypt(row.secret_encrypted)
+            data["shared_secret"] = self._decrypt_stored(row)
         reg = self._validate(slug, data, stored_hash=True)
         self._check_client_id(reg)
         self._store.update_registration(self._to_row(reg, data, existing=row, actor=actor))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
 from bridge.app import create_app
+from bridge.keys import KeyStore
 from bridge.settings import ConfigurationError, Settings, load_settings
 from bridge.storage import Database
 from tests.conftest import DatabaseFactory
@@ -24,7 +26,11 @@ UNREACHABLE = "postgresql+psycopg://bridge@127.0.0.1:1/bridge"
 
 
 def settings_for(
-    folder: Path, database_url: str, registrations: dict[str, str] | None = None
+    folder: Path,
+    database_url: str,
+    registrations: dict[str, str] | None = None,
+    *,
+    keys_dir: Path | None = None,
 ) -> Settings:
     write_config(
         folder,
@@ -33,12 +39,21 @@ def settings_for(
         imis_url="simulator",
         registrations=registrations or {},
     )
-    return load_settings(folder, {})
+    settings = load_settings(folder, {})
+    return settings if keys_dir is None else replace(settings, keys_dir=keys_dir)
+
+
+@pytest.fixture(scope="module")
+def shared_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One key folder for the module: generating RSA keys per test costs seconds."""
+    folder = tmp_path_factory.mktemp("keys")
+    KeyStore.load_or_create(folder)
+    return folder
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return settings_for(tmp_path / "config", database_url)
+def settings(tmp_path: Path, database_url: str, shared_keys: Path) -> Settings:
+    return settings_for(tmp_path / "config", database_url, keys_dir=shared_keys)
 
 
 class Running:
@@ -96,7 +111,6 @@ def test_readyz_is_503_when_the_database_does_not_answer(client: Running) -> Non
     try:
         response = client.get("/readyz")
     finally:
-        asyncio.run(services.users.aclose())
         services.db.dispose()
         services.db = working
     assert response.status_code == 503
@@ -106,7 +120,7 @@ def test_readyz_is_503_when_the_database_does_not_answer(client: Running) -> Non
 
 
 def test_readyz_follows_a_postgresql_outage_and_recovery(
-    tmp_path: Path, database_url: str, database_factory: DatabaseFactory
+    tmp_path: Path, database_url: str, database_factory: DatabaseFactory, shared_keys: Path
 ) -> None:
     if database_factory.backend != "postgresql":
         pytest.skip("needs a database reached over the network (set BRIDGE_TEST_DATABASE_URL)")
@@ -116,7 +130,9 @@ def test_readyz_follows_a_postgresql_outage_and_recovery(
     try:
         through_proxy = url.set(host="127.0.0.1", port=proxy.port)
         settings = settings_for(
-            tmp_path / "config", through_proxy.render_as_string(hide_password=False)
+            tmp_path / "config",
+            through_proxy.render_as_string(hide_password=False),
+            keys_dir=shared_keys,
         )
         with running(settings) as client:
             assert client.get("/readyz").status_code == 200
@@ -132,14 +148,14 @@ def test_readyz_follows_a_postgresql_outage_and_recovery(
 
 
 def test_start_up_fails_on_a_clash_with_a_stored_registration(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, shared_keys: Path
 ) -> None:
     import secrets
 
     from bridge.app import build_registry, open_services
 
     slug = f"clash-{secrets.token_hex(4)}"
-    first = settings_for(tmp_path / "one", database_url)
+    first = settings_for(tmp_path / "one", database_url, keys_dir=shared_keys)
     services = open_services(first)
     try:
         services.registry.add(
@@ -158,12 +174,13 @@ def test_start_up_fails_on_a_clash_with_a_stored_registration(
             client_id = "other-{slug}"
             redirect_uris = ["https://app.example.org/cb"]
             """
-        second = settings_for(tmp_path / "two", database_url, {slug: portal})
+        second = settings_for(tmp_path / "two", database_url, {slug: portal}, keys_dir=shared_keys)
         with pytest.raises(ConfigurationError) as caught:
             build_registry(second, services.store, services.keys)
         [problem] = caught.value.problems
         assert problem.file.endswith(f"{slug}.toml")
         assert "also a stored registration" in problem.reason
     finally:
+        services.store.delete_registration(slug)
         asyncio.run(services.users.aclose())
         services.db.dispose()

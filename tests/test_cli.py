@@ -22,6 +22,7 @@ import pytest
 from bridge import cli
 from bridge.keys import KeyStore, verify_secret
 from bridge.storage import Database, Store
+from tests.conftest import DatabaseFactory
 from tests.support.bridge import write_config
 
 REPO_CONFIG = Path(__file__).parent.parent / "config"
@@ -64,6 +65,15 @@ def make_config(
         main = folder / "bridge.toml"
         main.write_text(main.read_text().replace('keys_dir = "keys"', f'keys_dir = "{keys_dir}"'))
     return folder
+
+
+@pytest.fixture(scope="module")
+def database_url(database_factory: DatabaseFactory) -> str:
+    """This module's own database: listing every registration must see only ours."""
+    url = database_factory.new_url()
+    with Database(url) as database:
+        database.upgrade()
+    return url
 
 
 @pytest.fixture
@@ -239,7 +249,7 @@ def test_add_oidc_prints_a_generated_secret_once(run: Any, config: Path, databas
     assert "confidential" in result.out
     for args in (("list",), ("list", "--json"), ("show", slug), ("show", slug, "--json")):
         again = run("registrations", *args, "--config", config)
-        assert again.code == 0
+        assert again.code == 0, again.err
         assert slug in again.out
         assert secret not in again.out + again.err
 
@@ -533,6 +543,47 @@ def test_file_registrations_cannot_be_changed_from_the_cli(
     clash = add_oidc(run, folder, unique("stored"), "--set", f"client_id={slug}")
     assert clash.code == 1
     assert f"{slug}.toml" in clash.err
+
+
+def test_registration_whose_secret_cannot_be_decrypted_can_be_repaired(
+    run: Any, config: Path, tmp_path: Path, database_url: str
+) -> None:
+    slug = unique("helpdesk")
+    add = ("registrations", "add", slug, "--set", "profile=zendesk", "--set", "name=Help")
+    assert (
+        run(
+            *add,
+            "--set",
+            "subdomain=contoso",
+            "--config",
+            config,
+            "--secret-stdin",
+            stdin=ZENDESK_SECRET,
+        ).code
+        == 0
+    )
+    # Another keys folder (not shared between instances, or lost): another keyring.
+    elsewhere = make_config(tmp_path / "elsewhere", database_url, tmp_path / "other-keys")
+    listed = run("registrations", "list", "--config", elsewhere)
+    assert listed.code == 1
+    assert f"registration {slug}: shared_secret: cannot be decrypted" in listed.err
+    assert f"rotate-secret {slug} --secret-stdin" in listed.err
+    assert slug not in listed.out
+    shown = run("registrations", "show", slug, "--config", elsewhere)
+    assert shown.code == 1
+    assert "cannot be decrypted" in shown.err
+    repaired = run(
+        "registrations",
+        "rotate-secret",
+        slug,
+        "--config",
+        elsewhere,
+        "--secret-stdin",
+        stdin="re-pasted-zendesk-secret-" + "r" * 20,
+    )
+    assert repaired.code == 0, repaired.err
+    assert run("registrations", "show", slug, "--config", elsewhere).code == 0
+    assert run("registrations", "remove", slug, "--config", elsewhere).code == 0
 
 
 def test_set_without_a_value_is_refused(run: Any, config: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,26 @@ from bridge.errors import BadRequest, InvalidRegistration
 from bridge.keys import KeyStore, hash_secret, verify_secret
 from bridge.registry import Registry, load_file_registrations
 from bridge.settings import ConfigurationError, Problem, load_settings
-from bridge.storage import Conflict, Store
+from bridge.storage import Conflict, Database, Store
+from tests.conftest import DatabaseFactory
 
 ZENDESK_SECRET = "zendesk-shared-secret-" + "a" * 24
+
+
+@pytest.fixture(scope="module")
+def own_database_url(database_factory: DatabaseFactory) -> str:
+    """This module's own database: its secrets are encrypted with its own keyring,
+    which no other module's registry could decrypt."""
+    url = database_factory.new_url()
+    with Database(url) as database:
+        database.upgrade()
+    return url
+
+
+@pytest.fixture
+def store(own_database_url: str) -> Iterator[Store]:
+    with Database(own_database_url) as database:
+        yield Store(database)
 
 
 @pytest.fixture(scope="module")
@@ -342,5 +360,35 @@ def test_hand_edited_invalid_row_is_refused_loudly(registry: Registry, store: St
     options["redirect_uris"] = ["http://evil.example.org/cb"]
     row.options_json = json.dumps(options)
     store.update_registration(row)
-    with pytest.raises(InvalidRegistration, match="redirect_uris"):
-        registry.get(slug)
+    try:
+        with pytest.raises(InvalidRegistration, match="redirect_uris"):
+            registry.get(slug)
+    finally:  # the database is shared by the whole run: listing must keep working
+        store.delete_registration(slug)
+
+
+def test_secret_the_keyring_cannot_decrypt_names_the_remedy(
+    registry: Registry, tmp_path: Path, store: Store
+) -> None:
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    elsewhere = registry_with_files(
+        tmp_path / "elsewhere", store, KeyStore.load_or_create(tmp_path / "other-keys"), {}
+    )
+    try:
+        with pytest.raises(InvalidRegistration, match="cannot be decrypted") as caught:
+            elsewhere.get(slug)
+        assert f"rotate-secret {slug} --secret-stdin" in caught.value.message
+        unreadable: list[Problem] = []
+        listed = elsewhere.all(unreadable=unreadable)
+        assert slug not in {r.slug for r in listed}
+        assert f"registration {slug}" in {p.file for p in unreadable}
+        assert all("cannot be decrypted" in p.reason for p in unreadable)
+        with pytest.raises(InvalidRegistration):
+            elsewhere.all()
+        new = "re-pasted-zendesk-secret-" + "c" * 20
+        assert (
+            elsewhere.edit(slug, {"shared_secret": new}, actor="test").zendesk.shared_secret == new
+        )
+    finally:
+        store.delete_registration(slug)
