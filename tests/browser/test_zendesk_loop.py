@@ -87,7 +87,7 @@ def test_the_loop_with_javascript(demo: Demo, page_js: Page, screenshots: Path) 
     problems: list[str] = []
 
     def watch(message: ConsoleMessage) -> None:
-        if message.type == "error" and "favicon" not in (message.location.get("url") or ""):
+        if message.type == "error":
             problems.append(message.text)
 
     page_js.on("console", watch)
