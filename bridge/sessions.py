@@ -137,6 +137,12 @@ async def end_session(request: Request, response: Response) -> Session | None:
     raw = request.cookies.get(cookie_name(services.settings))
     if raw and len(raw) <= 128:
         await services.db.run(services.store.delete_session, raw)
+    if session is not None:
+        # Single logout: the codes and tokens this session gave any app end with it
+        # (offline_access grants are not tied to the session and survive).
+        await services.db.run(
+            lambda: services.store.revoke_grants_of_session(session.id_hash, now=int(time.time()))
+        )
     clear_session_cookie(response, services.settings)
     return session
 

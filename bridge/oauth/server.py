@@ -108,7 +108,9 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
                 client_id=row.client_id,
                 imis_id=row.imis_id,
                 scope=row.scope,
-                session_hash=row.session_hash,
+                # An offline_access grant outlives the browser session (OIDC Core §11);
+                # every other grant ends when the person signs out.
+                session_hash=None if "offline_access" in row.scope.split() else row.session_hash,
                 identity_json=row.identity_json,
                 auth_time=row.auth_time,
                 now=now,

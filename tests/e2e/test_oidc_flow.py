@@ -220,3 +220,43 @@ def test_public_client_with_es256_id_token(bridge: Harness) -> None:
     assert "email" not in claims  # A6: a scope the registration lacks is dropped
     assert token["scope"] == "openid profile"
     assert "refresh_token" not in token
+
+
+def test_sign_out_ends_the_tokens_of_the_session_but_not_offline_grants(bridge: Harness) -> None:
+    """D4 single logout: tokens bound to the browser session die with it; offline_access
+    grants (OIDC Core §11) are not bound to the session and survive."""
+    meta = discovery(bridge)
+    with bridge.client() as browser:
+        tokens = {}
+        for client_id, secret, scope in (
+            ("spa", None, "openid profile"),
+            ("portal", SECRET, "openid profile offline_access"),
+        ):
+            verifier = secrets.token_urlsafe(48)
+            auth = {"token_endpoint_auth_method": "none"} if secret is None else {}
+            with rp(bridge, client_id=client_id, client_secret=secret, scope=scope, **auth) as c:
+                url = authorize_url(bridge, c, verifier)
+                callback = sign_in(browser, url, "bsmith")
+                tokens[client_id] = c.fetch_token(
+                    meta["token_endpoint"],
+                    authorization_response=callback.headers["location"],
+                    code_verifier=verifier,
+                )
+        logout = browser.get(
+            meta["end_session_endpoint"], params={"id_token_hint": tokens["spa"]["id_token"]}
+        )
+        assert logout.status_code == 200
+        assert "signed out" in logout.text.lower()
+
+    def userinfo_status(access_token: str) -> int:
+        return httpx.get(
+            meta["userinfo_endpoint"], headers={"authorization": f"Bearer {access_token}"}
+        ).status_code
+
+    assert userinfo_status(tokens["spa"]["access_token"]) == 401
+    assert userinfo_status(tokens["portal"]["access_token"]) == 200
+    with rp(bridge, scope="openid profile offline_access") as portal:
+        refreshed = portal.refresh_token(
+            meta["token_endpoint"], refresh_token=tokens["portal"]["refresh_token"]
+        )
+    assert "access_token" in refreshed

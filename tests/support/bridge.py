@@ -40,6 +40,7 @@ class Harness:
     def client(self, **kwargs: Any) -> httpx.Client:
         kwargs.setdefault("follow_redirects", False)
         kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("verify", False)  # plain http on loopback; skips building a TLS context
         return httpx.Client(base_url=self.url, **kwargs)
 
     def set_faults(self, **faults: Any) -> None:
