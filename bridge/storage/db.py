@@ -7,7 +7,8 @@ off the event loop (:meth:`Database.run`), translating "the database cannot
 answer" into the single :class:`DatabaseUnavailable`, and comparing or upgrading
 the schema with the Alembic revisions in :mod:`bridge.migrations`. It knows no
 table and runs no query of the application: that is :mod:`bridge.storage.repo`.
-Nothing here connects at import time or on construction.
+Nothing connects at import time or on construction (which only creates a
+SQLite file's folder).
 """
 
 from __future__ import annotations
