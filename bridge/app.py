@@ -72,10 +72,16 @@ def open_services(
     from bridge.connectors.imis import ImisUserStore
 
     db = Database(settings.database_url)
-    db.ensure_schema(auto_upgrade=auto_upgrade)  # None: SQLite upgrades itself, PostgreSQL refuses
-    store = Store(db)
-    keys = KeyStore.load_or_create(settings.keys_dir)
-    registry = build_registry(settings, store, keys)
+    try:
+        db.ensure_schema(
+            auto_upgrade=auto_upgrade
+        )  # None: SQLite upgrades itself; PostgreSQL refuses
+        store = Store(db)
+        keys = KeyStore.load_or_create(settings.keys_dir)
+        registry = build_registry(settings, store, keys)
+    except BaseException:
+        db.dispose()  # a refused start must not leave pooled connections behind
+        raise
     if users is None:
         base = imis_base_url
         if base is None and settings.imis.uses_simulator:

@@ -134,8 +134,7 @@ def cmd_imis_check(args: argparse.Namespace) -> int:
     from bridge.connectors.check import run_check
 
     settings = _settings(args)
-    base_url = f"{settings.issuer}/_demo/imis" if settings.imis.uses_simulator else None
-    return run_check(settings.imis, args.user, base_url)
+    return run_check(settings.imis, args.user)  # "simulator": checks the built-in one in-process
 
 
 def cmd_imis_simulator(args: argparse.Namespace) -> int:

@@ -103,7 +103,9 @@ def run_demo(port: int, folder: Path) -> int:
     from bridge.logs import configure_logging
     from bridge.settings import load_settings
 
-    settings = load_settings(write_demo_config(folder, port))
+    # The demo's configuration is complete in itself: BRIDGE_* variables of the
+    # shell (meant for a real deployment) must not redirect it.
+    settings = load_settings(write_demo_config(folder, port), env={})
     configure_logging(settings.log_level)
     base = settings.issuer
     print(

@@ -22,3 +22,5 @@ def configure_logging(level: str = "info") -> None:
     # httpx logs full request URLs at INFO; ours carry no secrets but keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # Alembic announces its dialect on every start; only upgrades are worth a line.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
