@@ -85,8 +85,7 @@ class AuthorizationCodeRow(SQLModel, table=True):
     nonce: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     code_challenge: str = Field(max_length=128)
     code_challenge_method: str = Field(max_length=16)
-    #: Indexed: signing out voids the session's unredeemed codes.
-    session_hash: str | None = Field(default=None, max_length=64, index=True)
+    session_hash: str | None = Field(default=None, max_length=64)
     imis_id: str = Field(max_length=64)
     identity_json: str = Field(sa_column=Column(Text, nullable=False))
     auth_time: int = _epoch()

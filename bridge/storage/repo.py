@@ -575,7 +575,7 @@ class Store:
             self._revoke_grant(s, grant_id, now, placeholder=True)
 
     def revoke_grants_of_session(self, session_hash: str, *, now: int) -> int:
-        """Sign-out: revoke every grant made in a browser session and void its unused codes.
+        """Sign-out: revoke every grant made in a browser session (and their tokens).
 
         Returns how many grants were revoked by this call.
         """
@@ -584,15 +584,6 @@ class Store:
             .where(col(GrantRow.session_hash) == session_hash, col(GrantRow.revoked_at).is_(None))
             .values(revoked_at=now)
             .returning(col(GrantRow.id))
-        )
-        void_codes = (
-            _update(AuthorizationCodeRow)
-            .where(
-                col(AuthorizationCodeRow.session_hash) == session_hash,
-                col(AuthorizationCodeRow.redeemed_at).is_(None),
-                col(AuthorizationCodeRow.expires_at) > now,
-            )
-            .values(expires_at=now)
         )
         with self.db.session() as s:
             grant_ids = list(s.exec(revoke).scalars())
@@ -604,7 +595,6 @@ class Store:
                     )
                     .values(revoked_at=now)
                 )
-            s.exec(void_codes)
         return len(grant_ids)
 
     def _revoke_grant(

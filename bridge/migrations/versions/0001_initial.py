@@ -95,7 +95,7 @@ def upgrade() -> None:
         _epoch("redeemed_at", nullable=True),
         sa.PrimaryKeyConstraint("code_hash"),
     )
-    _indexes("authorization_codes", "grant_id", "session_hash", "expires_at")
+    _indexes("authorization_codes", "grant_id", "expires_at")
 
     op.create_table(
         "grants",
