@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -81,3 +82,13 @@ def verify(request: Request, form: Mapping[str, object]) -> None:
         raise BadRequest(MESSAGE, detail="csrf token missing")
     if not hmac.compare_digest(cookie.encode(), sent.encode()):
         raise BadRequest(MESSAGE, detail="csrf token mismatch")
+
+
+def render_form(request: Request, name: str, context: Mapping[str, Any], **kwargs: Any) -> Response:
+    """Render a page holding a state-changing form: the token in the page and the cookie."""
+    from bridge.templating import render
+
+    value = token(request)
+    response = render(request, name, {**context, "csrf_token": value}, **kwargs)
+    set_cookie(request, response, value)
+    return response

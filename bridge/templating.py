@@ -16,6 +16,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from bridge.web import services as services_of
+
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -37,9 +39,7 @@ def render(
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    services = getattr(request.app.state, "services", None) or request.scope.get("state", {}).get(
-        "services"
-    )
+    services = services_of(request)
     settings = services.settings if services is not None else None
     page = (
         environment()

@@ -13,8 +13,6 @@ continue a pending request do both), and it never logs or re-renders a password.
 from __future__ import annotations
 
 import logging
-from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -40,13 +38,14 @@ from bridge.sessions import (
     start_session,
 )
 from bridge.templating import render
+from bridge.web import FormError, read_pairs, single_values
+from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.login")
 
 MAX_USERNAME = 256
 MAX_PASSWORD = 1024
 #: A sign-in form has four fields; anything far beyond that is not our form.
-MAX_FIELDS = 16
 NO_STORE = {"cache-control": "no-store"}
 
 WRONG_CREDENTIALS = "The username or password is incorrect."
@@ -77,33 +76,11 @@ def _disabled_message(request: Request) -> str:
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """The urlencoded body as one value per field; anything else is a 400.
-
-    Stricter than Starlette's parser on purpose: bad UTF-8 is refused instead of
-    being decoded as Latin-1 (a password would silently change), and a field sent
-    twice is refused instead of one copy winning.
-    """
-    body = await request.body()
-    if not body:
-        return {}
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/x-www-form-urlencoded":
-        raise BadRequest(UNREADABLE, detail=f"content type {media_type!r}")
+    """The urlencoded body as one value per field; anything else is a 400."""
     try:
-        pairs = parse_qsl(
-            body.decode("utf-8"),
-            keep_blank_values=True,
-            max_num_fields=MAX_FIELDS,
-            errors="strict",
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(UNREADABLE, detail=f"unreadable form: {type(exc).__name__}") from None
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if key in form:
-            raise BadRequest(UNREADABLE, detail=f"field {key!r} sent twice")
-        form[key] = value
-    return form
+        return single_values(await read_pairs(request, allow_empty=True))
+    except FormError as exc:
+        raise BadRequest(UNREADABLE, detail=exc.reason) from None
 
 
 def _single_query_param(request: Request, name: str) -> str | None:
@@ -126,10 +103,6 @@ def _check_credentials_shape(username: str, password: str) -> None:
 # --- pages ---------------------------------------------------------------------
 
 
-def _services(request: Request) -> Any:
-    return request.app.state.services
-
-
 async def _pending_and_registration(
     request: Request, raw_id: str
 ) -> tuple[Pending, Registration] | None:
@@ -137,19 +110,11 @@ async def _pending_and_registration(
     pending = await load_pending(request, raw_id)
     if pending is None:
         return None
-    services = _services(request)
+    services = services_of(request)
     registration = await services.db.run(services.registry.get, pending.registration)
     if registration is None:
         return None
     return pending, registration
-
-
-def _with_csrf(request: Request, name: str, context: dict[str, Any], **kwargs: Any) -> Response:
-    """Render a page that holds a form, with the CSRF token in the page and cookie."""
-    token = csrf.token(request)
-    response = render(request, name, {**context, "csrf_token": token}, **kwargs)
-    csrf.set_cookie(request, response, token)
-    return response
 
 
 def _login_form(
@@ -164,7 +129,7 @@ def _login_form(
 ) -> Response:
     pending, registration = found if found else (None, None)
     app_name = registration.name if registration else None
-    return _with_csrf(
+    return csrf.render_form(
         request,
         "login.html",
         {
@@ -193,7 +158,7 @@ def _expired(request: Request) -> Response:
 def _signed_in(
     request: Request, session: Session, *, error: str | None = None, status_code: int = 200
 ) -> Response:
-    return _with_csrf(
+    return csrf.render_form(
         request,
         "signed_in.html",
         {"title": "You are signed in", "identity": session.identity, "error": error},
@@ -266,7 +231,9 @@ async def login_submit(request: Request) -> Response:
     pending, registration = found if found else (None, None)
     slug = registration.slug if registration else "-"
     properties = registration.imis_properties if registration else ()
-    outcome = await _services(request).users.authenticate(username, password, properties=properties)
+    outcome = await services_of(request).users.authenticate(
+        username, password, properties=properties
+    )
 
     if isinstance(outcome, Identity):
         log.info(

@@ -13,7 +13,6 @@ import logging
 import secrets
 import time
 from typing import Any
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -36,31 +35,28 @@ from bridge.oauth.server import OAuthServer, new_grant_id, oauth_request
 from bridge.profiles import oidc as oidc_profile
 from bridge.registry import Registration
 from bridge.templating import render
+from bridge.web import FormError, is_form, read_pairs, single_values
+from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.oidc")
 
 JWKS_PATH = "/.well-known/jwks.json"
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
-FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-def _services(request: Request) -> Any:
-    return request.app.state.services
 
 
 def _server(request: Request) -> OAuthServer:
-    services = _services(request)
+    services = services_of(request)
     server = services.extras.get("oauth")
     if server is None:
         server = services.extras["oauth"] = OAuthServer(services)
-    return server  # type: ignore[no-any-return]
+    return server
 
 
 # --- discovery ------------------------------------------------------------------------
 
 
 async def discovery(request: Request) -> Response:
-    issuer = _services(request).settings.issuer
+    issuer = services_of(request).settings.issuer
     return JSONResponse(
         {
             "issuer": issuer,
@@ -118,7 +114,7 @@ async def discovery(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    keys = _services(request).keys
+    keys = services_of(request).keys
     keys.reload_if_changed()
     return JSONResponse(keys.jwks(), headers={"cache-control": "public, max-age=300"})
 
@@ -126,21 +122,14 @@ async def jwks(request: Request) -> Response:
 # --- authorize --------------------------------------------------------------------------
 
 
-def _is_form(request: Request) -> bool:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media_type == FORM_TYPE
-
-
 async def _params(request: Request) -> list[tuple[str, str]]:
-    if request.method == "POST":
-        if not _is_form(request):
-            raise BadRequest("The sign-in request must be sent as a form.")
-        body = await request.body()
-        try:
-            return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError as exc:
-            raise BadRequest("The sign-in request is not valid UTF-8.") from exc
-    return list(request.query_params.multi_items())
+    """The authorization request's parameters: the query for GET, the form for POST."""
+    if request.method != "POST":
+        return list(request.query_params.multi_items())
+    try:
+        return await read_pairs(request)
+    except FormError as exc:
+        raise BadRequest(f"The sign-in request cannot be read: {exc.reason}.") from None
 
 
 def _error_redirect(issuer: str, err: RedirectError) -> RedirectResponse:
@@ -187,7 +176,7 @@ def _min_auth_time(
 
 
 async def authorize(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     issuer = services.settings.issuer
     try:
         pairs = await _params(request)
@@ -230,7 +219,7 @@ async def authorize_continue(request: Request) -> Response:
     if not pending.satisfied_by(session):
         return await sessions.send_to_login(request, pending)
     assert session is not None
-    services = _services(request)
+    services = services_of(request)
     registration = await services.db.run(services.registry.get, pending.registration)
     if registration is None or registration.profile != "oidc":
         raise NotFound("This application is no longer registered.")
@@ -247,7 +236,7 @@ async def _complete(
     session: sessions.Session,
 ) -> Response:
     """The person is signed in: check access, issue a code, send it to the client."""
-    services = _services(request)
+    services = services_of(request)
     settings = services.settings
     try:
         identity = await identity_for(services, registration, session.identity)
@@ -300,19 +289,12 @@ async def _complete(
 
 async def _form(request: Request) -> list[tuple[str, str]]:
     """The urlencoded body; a JSON body, bad UTF-8 or a repeated parameter is invalid_request."""
-    if not _is_form(request):
-        raise _OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    body = await request.body()
     try:
-        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError as exc:
-        raise _OAuthError("invalid_request", "the body is not valid UTF-8") from exc
-    seen: set[str] = set()
-    for key, _ in form:
-        if key in seen:
-            raise _OAuthError("invalid_request", f"repeated parameter {key[:40]!r}")
-        seen.add(key)
-    return form
+        pairs = await read_pairs(request)
+        single_values(pairs)
+    except FormError as exc:
+        raise _OAuthError("invalid_request", exc.reason) from None
+    return pairs
 
 
 class _OAuthError(Exception):
@@ -332,7 +314,7 @@ def _oauth_error(err: _OAuthError) -> JSONResponse:
 
 async def _run_endpoint(request: Request, name: str | None) -> Response:
     """Run the token endpoint (``name=None``) or a named Authlib endpoint in a thread."""
-    services = _services(request)
+    services = services_of(request)
     try:
         form = await _form(request)
     except _OAuthError as err:
@@ -378,7 +360,7 @@ async def _bearer_token(request: Request) -> str | None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     in_header = value.strip() if scheme.lower() == "bearer" and value.strip() else None
     in_body: str | None = None
-    if request.method == "POST" and _is_form(request):
+    if request.method == "POST" and is_form(request):
         form = dict(await _form(request))
         in_body = form.get("access_token") or None
     if in_header is not None and in_body is not None:
@@ -387,7 +369,7 @@ async def _bearer_token(request: Request) -> str | None:
 
 
 async def userinfo(request: Request) -> Response:
-    services = _services(request)
+    services = services_of(request)
     try:
         raw = await _bearer_token(request)
     except _OAuthError as err:
@@ -431,7 +413,7 @@ async def userinfo(request: Request) -> Response:
 
 async def end_session(request: Request) -> Response:
     """OpenID Connect RP-Initiated Logout 1.0."""
-    services = _services(request)
+    services = services_of(request)
     if request.method == "POST":
         form = dict(await _params(request))
         csrf.verify(request, form)
@@ -477,9 +459,7 @@ async def end_session(request: Request) -> Response:
         and hint_claims.get("sub") == session.identity.imis_id
     )
     if session is not None and not same_person and not confirmed:
-        holder = Response()
-        token = csrf.issue(request, holder)
-        confirm = render(
+        return csrf.render_form(
             request,
             "logout_confirm.html",
             {
@@ -491,12 +471,9 @@ async def end_session(request: Request) -> Response:
                     for k, v in params.items()
                     if k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
                 },
-                "csrf_token": token,
             },
             headers=NO_STORE,
         )
-        confirm.raw_headers.extend(h for h in holder.raw_headers if h[0] == b"set-cookie")
-        return confirm
     if post_logout:
         response: Response = RedirectResponse(
             redirect_with(post_logout, {"state": state}), status_code=303, headers=NO_STORE

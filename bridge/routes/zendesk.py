@@ -42,6 +42,7 @@ from bridge.sessions import (
 )
 from bridge.settings import Settings, is_valid_slug
 from bridge.templating import render
+from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.zendesk")
 
@@ -68,12 +69,8 @@ NO_EMAIL = (
 )
 
 
-def _services(request: Request) -> Any:
-    return request.app.state.services
-
-
 def _settings(request: Request) -> Settings:
-    settings: Settings = _services(request).settings
+    settings: Settings = services_of(request).settings
     return settings
 
 
@@ -81,7 +78,7 @@ async def _registration(request: Request, slug: str) -> Registration:
     """The Zendesk registration ``slug``; anything else is a 404 page."""
     registration: Registration | None = None
     if is_valid_slug(slug):
-        services = _services(request)
+        services = services_of(request)
         registration = await services.db.run(services.registry.get, slug)
     if registration is None or registration.profile != KIND:
         raise NotFound(NOT_FOUND, detail=f"no zendesk registration {slug[:64]!r}")
@@ -210,7 +207,7 @@ async def _answer(
     params: dict[str, Any],
 ) -> Response:
     """The auto-posting form with a fresh JWT, or a page saying why not."""
-    services = _services(request)
+    services = services_of(request)
     settings = _settings(request)
     options = registration.zendesk
     try:
@@ -262,7 +259,7 @@ async def _shared_email_refusal(
     request: Request, registration: Registration, identity: Identity
 ) -> Response | None:
     """Refuse a primary email that another iMIS person can sign in with (SECURITY E4)."""
-    others = await _services(request).users.others_sharing_email(identity)
+    others = await services_of(request).users.others_sharing_email(identity)
     if isinstance(others, Unavailable):
         raise ServiceUnavailable(
             "iMIS is unavailable right now, so we cannot finish signing you in. "
