@@ -605,9 +605,11 @@ def _load_registrations(
     for path in sorted(folder.glob("*.toml")):
         problems = Problems(str(path), sink)
         slug = path.stem
-        if not _SLUG.match(slug):
+        if not is_valid_slug(slug):
             problems.add(
-                "", f"file name {slug!r} is not a valid slug (lowercase letters, digits, '-')"
+                "",
+                f"file name {slug!r} is not a valid slug (lowercase letters, digits, '-'; "
+                f"not one of {', '.join(sorted(RESERVED_SLUGS))})",
             )
             continue
         data = expand_env(read_toml(path, problems), problems, "", env)
@@ -615,5 +617,9 @@ def _load_registrations(
     return found
 
 
+#: Slugs that would collide with a fixed path (``/zendesk/continue``).
+RESERVED_SLUGS = frozenset({"continue"})
+
+
 def is_valid_slug(slug: str) -> bool:
-    return bool(_SLUG.match(slug))
+    return bool(_SLUG.match(slug)) and slug not in RESERVED_SLUGS

@@ -576,3 +576,11 @@ def test_access_rule_in_a_registration_file(tmp_path: Path) -> None:
     [reg] = load_file_registrations(settings.registrations, [], hash_secret=str)
     assert reg.access.to_data() == {"member_types": ["REG"], "message": "Members only."}
     assert reg.imis_properties == ("MemberType",)
+
+
+def test_a_registration_cannot_take_a_reserved_slug(tmp_path: Path) -> None:
+    """/zendesk/continue is a fixed path: a registration named 'continue' could never be reached."""
+    from bridge.settings import is_valid_slug
+
+    assert not is_valid_slug("continue")
+    assert is_valid_slug("continue-helpdesk")

@@ -415,7 +415,9 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
             )
         )
         alg = client.options.id_token_signed_response_alg
-        signed: str = self.services.keys.sign_jwt(claims, alg=alg)
+        keys = self.services.keys
+        keys.reload_if_changed()  # two stat calls: a rotation by another process signs at once
+        signed: str = keys.sign_jwt(claims, alg=alg)
         return signed
 
     # --- entry points (called in a worker thread) --------------------------------------
