@@ -117,7 +117,8 @@ def parse_registration(
     if not is_valid_slug(slug):
         problems.add(
             "slug",
-            f"{slug!r} is not a valid slug (lowercase letters, digits, '-'; at most 63; not 'continue')",
+            f"{slug!r} is not a valid slug "
+            "(lowercase letters, digits, '-'; at most 63; not 'continue')",
         )
     profile_name = data.get("profile")
     module = PROFILE_TYPES.get(profile_name) if isinstance(profile_name, str) else None

@@ -530,7 +530,7 @@ class Store:
                 or token.rotated_at is None
             ):
                 return RefreshRotation("invalid")
-            if now - token.rotated_at <= grace_seconds:
+            if grace_seconds > 0 and now - token.rotated_at <= grace_seconds:
                 return RefreshRotation("ok", token, grant)
             self._revoke_grant(s, grant.id, now)
             return RefreshRotation("reused", token, grant)
@@ -575,7 +575,8 @@ class Store:
             self._revoke_grant(s, grant_id, now, placeholder=True)
 
     def revoke_grants_of_session(self, session_hash: str, *, now: int) -> int:
-        """Sign-out: revoke every grant made in a browser session (and their tokens).
+        """Sign-out: revoke every grant made in a browser session (and their tokens), and
+        void the session's codes not yet redeemed (their expiry becomes now).
 
         Returns how many grants were revoked by this call.
         """
@@ -585,7 +586,17 @@ class Store:
             .values(revoked_at=now)
             .returning(col(GrantRow.id))
         )
+        void_codes = (
+            _update(AuthorizationCodeRow)
+            .where(
+                col(AuthorizationCodeRow.session_hash) == session_hash,
+                col(AuthorizationCodeRow.redeemed_at).is_(None),
+                col(AuthorizationCodeRow.expires_at) > now,
+            )
+            .values(expires_at=now)
+        )
         with self.db.session() as s:
+            s.exec(void_codes)
             grant_ids = list(s.exec(revoke).scalars())
             if grant_ids:
                 s.exec(

@@ -19,9 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import jwt
 import pytest
+from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
-from tests.support.bridge import Harness, running_bridge, sign_in
+from tests.support.bridge import Harness, hidden_fields, running_bridge, sign_in
 
 SECRET = "portal-secret-0123456789abcdef"
 REDIRECT = "https://portal.example.org/callback"
@@ -260,3 +261,20 @@ def test_sign_out_ends_the_tokens_of_the_session_but_not_offline_grants(bridge: 
             meta["token_endpoint"], refresh_token=tokens["portal"]["refresh_token"]
         )
     assert "access_token" in refreshed
+
+
+def test_a_code_issued_before_sign_out_cannot_be_redeemed_after_it(bridge: Harness) -> None:
+    """D4: sign-out voids the session's codes that were not yet exchanged."""
+    meta = discovery(bridge)
+    verifier = secrets.token_urlsafe(48)
+    with rp(bridge, scope="openid profile") as client, bridge.client() as browser:
+        callback = sign_in(browser, authorize_url(bridge, client, verifier), "clocal")
+        page = browser.get(meta["end_session_endpoint"])  # no hint: a confirmation page
+        fields = hidden_fields(page.text)
+        assert browser.post(meta["end_session_endpoint"], data=fields).status_code == 200
+        with pytest.raises(OAuthError, match="invalid_grant"):
+            client.fetch_token(
+                meta["token_endpoint"],
+                authorization_response=callback.headers["location"],
+                code_verifier=verifier,
+            )
