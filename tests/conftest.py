@@ -41,8 +41,13 @@ class DatabaseFactory:
     def backend(self) -> str:
         return "postgresql" if self._postgres_url else "sqlite"
 
-    def new_url(self) -> str:
-        if not self._postgres_url:
+    @property
+    def backends(self) -> list[str]:
+        """Every backend this run can reach: SQLite always, PostgreSQL when configured."""
+        return ["sqlite", "postgresql"] if self._postgres_url else ["sqlite"]
+
+    def new_url(self, backend: str | None = None) -> str:
+        if (backend or self.backend) == "sqlite":
             folder = self._tmp_root / f"db-{secrets.token_hex(4)}"
             return f"sqlite:///{folder / 'bridge.db'}"
         schema = f"t_{secrets.token_hex(6)}"

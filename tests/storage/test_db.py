@@ -24,7 +24,6 @@ from bridge.storage import (
     SchemaBehind,
     Store,
 )
-from tests.conftest import DatabaseFactory
 from tests.storage.tcp_proxy import TcpProxy
 
 CLOSED_PORT_URL = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -234,9 +233,9 @@ async def test_run_translates_outages(unreachable_db: Database) -> None:
 
 
 def test_database_coming_back_is_used_again_without_restart(
-    database_url: str, database_factory: DatabaseFactory
+    database_url: str, storage_backend: str
 ) -> None:
-    if database_factory.backend != "postgresql":
+    if storage_backend != "postgresql":
         pytest.skip("needs a database reached over the network (set BRIDGE_TEST_DATABASE_URL)")
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
