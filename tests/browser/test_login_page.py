@@ -65,8 +65,11 @@ def test_member_signs_in_with_the_keyboard(
 
     # The bridge's own sign-in: no app, so it ends on the signed-in page.
     page.goto(f"{bridge.url}/login")
+    # autofocus lands a moment after "load": typing before it would go nowhere
+    expect(page.get_by_label("Username")).to_be_focused()
     page.keyboard.type("jdoe")
     page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
     page.keyboard.type("password1")
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Hello, Jane")
