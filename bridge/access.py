@@ -35,14 +35,18 @@ async def identity_for(services: Any, registration: Registration, identity: Iden
     if isinstance(outcome, Identity):
         return outcome
     if isinstance(outcome, Unavailable):
-        raise ServiceUnavailable(
-            "iMIS is unavailable right now, so we cannot finish signing you in. "
-            "Please try again in a few minutes.",
-            retry_after=outcome.retry_after,
-            detail=outcome.detail,
-        )
+        raise imis_unavailable(outcome)
     log.info("profile re-read for %s refused: %s", identity.imis_id, type(outcome).__name__)
     raise Forbidden("Your iMIS account cannot be used to sign in to this application.")
+
+
+def imis_unavailable(outcome: Unavailable) -> ServiceUnavailable:
+    """The 503 for a sign-in that iMIS could not finish (never "wrong password")."""
+    return ServiceUnavailable(
+        "iMIS is unavailable right now, so we cannot finish signing you in. Please try again soon.",
+        retry_after=outcome.retry_after,
+        detail=outcome.detail,
+    )
 
 
 def check_access(registration: Registration, identity: Identity) -> None:

@@ -25,9 +25,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bridge import csrf
-from bridge.access import check_access, identity_for
+from bridge.access import check_access, identity_for, imis_unavailable
 from bridge.connectors import Unavailable
-from bridge.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from bridge.errors import BadRequest, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.profiles.zendesk import MAX_RETURN_TO, build_jwt, error_hint, safe_return_to
 from bridge.registry import Registration
@@ -261,12 +261,7 @@ async def _shared_email_refusal(
     """Refuse a primary email that another iMIS person can sign in with (SECURITY E4)."""
     others = await services_of(request).users.others_sharing_email(identity)
     if isinstance(others, Unavailable):
-        raise ServiceUnavailable(
-            "iMIS is unavailable right now, so we cannot finish signing you in. "
-            "Please try again soon.",
-            retry_after=others.retry_after,
-            detail=others.detail,
-        )
+        raise imis_unavailable(others)
     if not others:
         return None
     log.warning(
