@@ -236,7 +236,7 @@ def test_database_coming_back_is_used_again_without_restart(
     database_url: str, storage_backend: str
 ) -> None:
     if storage_backend != "postgresql":
-        pytest.skip("needs a database reached over the network (set BRIDGE_TEST_DATABASE_URL)")
+        pytest.skip("needs a database reached over the network: runs on the PostgreSQL backend")
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxy.start()
