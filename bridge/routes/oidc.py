@@ -149,7 +149,12 @@ def _show(request: Request, message: str, status: int = 400) -> Response:
     return render(
         request,
         "error.html",
-        {"title": "This sign-in request cannot be handled", "message": message},
+        {
+            "title": "This sign-in request cannot be handled",
+            "message": message,
+            "hint": "Nothing was sent anywhere. If you came here from an application's "
+            "sign-in button, please tell that application's administrator.",
+        },
         status_code=status,
         headers=NO_STORE,
     )
