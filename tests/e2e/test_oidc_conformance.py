@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import pytest
 
-from tests.oauth.rp import Rp, http_client, jwks, new_browser, query_of
+from tests.oauth.rp import Rp, jwks, new_browser, query_of
 from tests.support.bridge import Harness, hidden_fields, running_bridge, sign_in
 
 SECRET = "conformance-secret-0123456789abcdef"
@@ -50,18 +50,6 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
     tmp: Path = tmp_path_factory.mktemp("oidc-conformance")
     with running_bridge(tmp, database_url, registrations=REGISTRATIONS) as harness:
         yield harness
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
-
-
-@pytest.fixture
-def browser(bridge: Harness) -> Iterator[httpx.Client]:
-    with new_browser(bridge) as client:
-        yield client
 
 
 @pytest.fixture

@@ -32,7 +32,6 @@ from bridge.storage.repo import hash_token
 from tests.oauth.rp import (
     Authorization,
     Rp,
-    http_client,
     jwks,
     new_browser,
     query_of,
@@ -103,18 +102,6 @@ def strict(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
     """
     with running_bridge(tmp, database_url, registrations=REGISTRATIONS, extra=extra) as harness:
         yield harness
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
-
-
-@pytest.fixture
-def browser(bridge: Harness) -> Iterator[httpx.Client]:
-    with new_browser(bridge) as client:
-        yield client
 
 
 def portal_of(harness: Harness, http: httpx.Client) -> Rp:
