@@ -56,6 +56,13 @@ class DatabaseFactory:
         url = make_url(self._postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
         return url.render_as_string(hide_password=False)
 
+    def migrated_url(self, backend: str | None = None) -> str:
+        """A new database with the current schema (what a started bridge expects)."""
+        url = self.new_url(backend)
+        with Database(url) as database:
+            database.upgrade()
+        return url
+
     def close(self) -> None:
         for schema in self._schemas:
             self._admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -85,10 +92,7 @@ def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datab
 
 @pytest.fixture(scope="session")
 def database_url(database_factory: DatabaseFactory) -> str:
-    url = database_factory.new_url()
-    with Database(url) as database:
-        database.upgrade()
-    return url
+    return database_factory.migrated_url()
 
 
 @pytest.fixture

@@ -70,10 +70,7 @@ def make_config(
 @pytest.fixture(scope="module")
 def database_url(database_factory: DatabaseFactory) -> str:
     """This module's own database: listing every registration must see only ours."""
-    url = database_factory.new_url()
-    with Database(url) as database:
-        database.upgrade()
-    return url
+    return database_factory.migrated_url()
 
 
 @pytest.fixture

@@ -26,10 +26,7 @@ ZENDESK_SECRET = "zendesk-shared-secret-" + "a" * 24
 def own_database_url(database_factory: DatabaseFactory) -> str:
     """This module's own database: its secrets are encrypted with its own keyring,
     which no other module's registry could decrypt."""
-    url = database_factory.new_url()
-    with Database(url) as database:
-        database.upgrade()
-    return url
+    return database_factory.migrated_url()
 
 
 @pytest.fixture

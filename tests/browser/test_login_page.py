@@ -24,11 +24,7 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 def bridge(tmp_path: Path, database_factory: Any) -> Iterator[Harness]:
-    from bridge.storage import Database
-
-    url = database_factory.new_url()
-    with Database(url) as database:
-        database.upgrade()
+    url = database_factory.migrated_url()
     with running_bridge(tmp_path, url, registrations={"member-portal": PORTAL}, extra=UI) as h:
         yield h
 

@@ -26,7 +26,6 @@ import pytest
 from starlette.requests import Request
 
 from bridge import sessions
-from bridge.storage import Database
 from tests.support.bridge import Harness, running_bridge
 
 PORTAL = """\
@@ -173,14 +172,7 @@ def imis_calls(harness: Harness) -> int:
 @pytest.fixture(scope="module")
 def new_database_url(database_factory: Any) -> Any:
     """A function that makes a fresh, migrated database (SQLite or PostgreSQL)."""
-
-    def make() -> str:
-        url: str = database_factory.new_url()
-        with Database(url) as database:
-            database.upgrade()
-        return url
-
-    return make
+    return database_factory.migrated_url
 
 
 @contextmanager

@@ -29,7 +29,6 @@ from bridge.connectors import (
 )
 from bridge.identity import Identity
 from bridge.settings import load_settings
-from bridge.storage import Database
 from tests.routes.test_login import page
 from tests.support.bridge import write_config
 from tests.support.servers import serve
@@ -94,9 +93,7 @@ def users() -> StubUsers:
 
 @pytest.fixture
 def client(tmp_path: Path, database_factory: Any, users: StubUsers) -> Iterator[httpx.Client]:
-    url = database_factory.new_url()
-    with Database(url) as database:
-        database.upgrade()
+    url = database_factory.migrated_url()
     config = write_config(
         tmp_path / "config",
         issuer=ISSUER,

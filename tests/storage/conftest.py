@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.storage import Database
 from tests.conftest import DatabaseFactory
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -33,7 +32,4 @@ def empty_database_url(database_factory: DatabaseFactory, storage_backend: str) 
 
 @pytest.fixture(scope="package")
 def database_url(database_factory: DatabaseFactory, storage_backend: str) -> str:
-    url = database_factory.new_url(storage_backend)
-    with Database(url) as database:
-        database.upgrade()
-    return url
+    return database_factory.migrated_url(storage_backend)
