@@ -225,6 +225,10 @@ class Registry:
 
     # --- reading ------------------------------------------------------------
 
+    def in_files(self, *, slug: str = "", client_id: str = "") -> Registration | None:
+        """A file registration, answered from memory (no database, so no thread hop)."""
+        return self._files.get(slug) or self._file_clients.get(client_id)
+
     def get(self, slug: str) -> Registration | None:
         if slug in self._files:
             return self._files[slug]

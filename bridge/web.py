@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 if TYPE_CHECKING:
     from bridge.app import Services
+    from bridge.registry import Registration
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
@@ -35,6 +36,22 @@ def services(request: Request) -> Services:
         "services"
     )
     return cast("Services", found)
+
+
+async def registration(services: Services, slug: str) -> Registration | None:
+    """The registration ``slug``; the database (in a worker thread) only if no file has it."""
+    found = services.registry.in_files(slug=slug)
+    if found is not None:
+        return found
+    return await services.db.run(services.registry.get, slug)
+
+
+async def registration_of_client(services: Services, client_id: str) -> Registration | None:
+    """The registration of ``client_id``; the database only if no file has it."""
+    found = services.registry.in_files(client_id=client_id)
+    if found is not None:
+        return found
+    return await services.db.run(services.registry.by_client_id, client_id)
 
 
 def is_form(request: Request) -> bool:

@@ -39,6 +39,7 @@ from bridge.sessions import (
 )
 from bridge.templating import render
 from bridge.web import FormError, read_pairs, single_values
+from bridge.web import registration as registration_named
 from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.login")
@@ -111,7 +112,7 @@ async def _pending_and_registration(
     if pending is None:
         return None
     services = services_of(request)
-    registration = await services.db.run(services.registry.get, pending.registration)
+    registration = await registration_named(services, pending.registration)
     if registration is None:
         return None
     return pending, registration

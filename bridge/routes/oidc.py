@@ -35,7 +35,8 @@ from bridge.oauth.server import OAuthServer, new_grant_id, oauth_request
 from bridge.profiles import oidc as oidc_profile
 from bridge.registry import Registration
 from bridge.templating import render
-from bridge.web import FormError, is_form, read_pairs, single_values
+from bridge.web import FormError, is_form, read_pairs, registration_of_client, single_values
+from bridge.web import registration as registration_named
 from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.oidc")
@@ -225,7 +226,7 @@ async def authorize_continue(request: Request) -> Response:
         return await sessions.send_to_login(request, pending)
     assert session is not None
     services = services_of(request)
-    registration = await services.db.run(services.registry.get, pending.registration)
+    registration = await registration_named(services, pending.registration)
     if registration is None or registration.profile != "oidc":
         raise NotFound("This application is no longer registered.")
     areq = AuthorizationRequest.from_params(pending.params)
@@ -397,7 +398,7 @@ async def userinfo(request: Request) -> Response:
     scopes = row.scope.split()
     if "openid" not in scopes:
         return _bearer_error("insufficient_scope", "the token was not issued with openid", 403)
-    registration = await services.db.run(services.registry.by_client_id, row.client_id)
+    registration = await registration_of_client(services, row.client_id)
     if registration is None:
         return _bearer_error("invalid_token", "the client of this token no longer exists")
     identity = Identity.from_json(grant.identity_json)
@@ -449,7 +450,7 @@ async def end_session(request: Request) -> Response:
     if client_id and (len(client_id) > 200 or has_control_chars(client_id)):
         raise BadRequest("The application asking to sign you out is not registered.")
     if client_id:
-        registration = await services.db.run(services.registry.by_client_id, client_id)
+        registration = await registration_of_client(services, client_id)
         if registration is None:
             raise BadRequest("The application asking to sign you out is not registered.")
     if post_logout:

@@ -42,6 +42,7 @@ from bridge.sessions import (
 )
 from bridge.settings import Settings, is_valid_slug
 from bridge.templating import render
+from bridge.web import registration as registration_named
 from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.zendesk")
@@ -79,7 +80,7 @@ async def _registration(request: Request, slug: str) -> Registration:
     registration: Registration | None = None
     if is_valid_slug(slug):
         services = services_of(request)
-        registration = await services.db.run(services.registry.get, slug)
+        registration = await registration_named(services, slug)
     if registration is None or registration.profile != KIND:
         raise NotFound(NOT_FOUND, detail=f"no zendesk registration {slug[:64]!r}")
     return registration
