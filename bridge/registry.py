@@ -327,7 +327,7 @@ class Registry:
             )
         reg = self._validate(slug, data)
         self._check_client_id(reg)
-        row = self._to_row(reg, data, existing=None, actor=actor)
+        row = self._to_row(reg, existing=None, actor=actor)
         self._store.insert_registration(row)
         return reg
 
@@ -357,7 +357,7 @@ class Registry:
             data["shared_secret"] = self._decrypt_stored(row)
         reg = self._validate(slug, data, stored_hash=True)
         self._check_client_id(reg)
-        self._store.update_registration(self._to_row(reg, data, existing=row, actor=actor))
+        self._store.update_registration(self._to_row(reg, existing=row, actor=actor))
         return reg
 
     def remove(self, slug: str) -> bool:
@@ -395,7 +395,6 @@ class Registry:
     def _to_row(
         self,
         reg: Registration,
-        data: Mapping[str, Any],
         *,
         existing: RegistrationRow | None,
         actor: str,
