@@ -6,8 +6,9 @@
     ├── Forbidden               403  signed in, but not allowed (access rule, admin)
     ├── NotFound                404  no such registration / page
     ├── PayloadTooLarge         413  body over the limit
-    ├── TooManyRequests         429  throttled sign-in attempts (carries retry_after)
-    └── ServiceUnavailable      503  iMIS or the database cannot answer (carries retry_after)
+    └── RetryLater                   carries retry_after (sent as Retry-After)
+        ├── TooManyRequests     429  throttled sign-in attempts
+        └── ServiceUnavailable  503  iMIS or the database cannot answer
 
 OAuth protocol errors are not here: they are answered in the protocol's own
 shape by :mod:`bridge.oauth`. Every error has one HTTP status and one message a
@@ -59,21 +60,21 @@ class PayloadTooLarge(BridgeError):
     title = "The request is too large"
 
 
-class TooManyRequests(BridgeError):
-    status_code = 429
-    title = "Too many attempts"
-
-    def __init__(self, message: str | None = None, *, retry_after: int, detail: str = "") -> None:
-        self.retry_after = max(1, int(retry_after))
-        super().__init__(message, detail=detail)
-
-
-class ServiceUnavailable(BridgeError):
-    status_code = 503
-    title = "Sign-in is temporarily unavailable"
+class RetryLater(BridgeError):
+    """An error the person can wait out; ``retry_after`` seconds (at least 1)."""
 
     def __init__(
         self, message: str | None = None, *, retry_after: int = 30, detail: str = ""
     ) -> None:
         self.retry_after = max(1, int(retry_after))
         super().__init__(message, detail=detail)
+
+
+class TooManyRequests(RetryLater):
+    status_code = 429
+    title = "Too many attempts"
+
+
+class ServiceUnavailable(RetryLater):
+    status_code = 503
+    title = "Sign-in is temporarily unavailable"

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.errors import BridgeError, PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from bridge.errors import BridgeError, PayloadTooLarge, RetryLater
 
 log = logging.getLogger("bridge.http")
 
@@ -92,7 +92,7 @@ def wants_json(request: Request) -> bool:
 
 def error_response(request: Request, exc: BridgeError) -> Response:
     headers: dict[str, str] = {"cache-control": "no-store"}
-    if isinstance(exc, ServiceUnavailable | TooManyRequests):
+    if isinstance(exc, RetryLater):
         headers["retry-after"] = str(exc.retry_after)
     if wants_json(request):
         return JSONResponse(
