@@ -132,8 +132,14 @@ async def start_session(request: Request, response: Response, identity: Identity
 
 async def end_session(request: Request, response: Response) -> Session | None:
     """Sign this browser out (server side and cookie); returns the ended session."""
-    services = _services(request)
     session = await current_session(request)
+    await sign_out(request, response, session)
+    return session
+
+
+async def sign_out(request: Request, response: Response, session: Session | None) -> None:
+    """Like :func:`end_session` for a caller that has already loaded ``session``."""
+    services = _services(request)
     raw = request.cookies.get(cookie_name(services.settings))
     if raw and len(raw) <= 128:
         await services.db.run(services.store.delete_session, raw)
@@ -144,7 +150,6 @@ async def end_session(request: Request, response: Response) -> Session | None:
             lambda: services.store.revoke_grants_of_session(session.id_hash, now=int(time.time()))
         )
     clear_session_cookie(response, services.settings)
-    return session
 
 
 def clear_session_cookie(response: Response, settings: Settings) -> None:

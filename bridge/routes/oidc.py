@@ -486,9 +486,9 @@ async def end_session(request: Request) -> Response:
         )
     else:
         response = render(request, "signed_out.html", {"title": "Signed out"}, headers=NO_STORE)
-    ended = await sessions.end_session(request, response)
-    if ended is not None:
-        log.info("signed out: imis_id=%s client=%s", ended.identity.imis_id, client_id or "-")
+    await sessions.sign_out(request, response, session)
+    if session is not None:
+        log.info("signed out: imis_id=%s client=%s", session.identity.imis_id, client_id or "-")
     return response
 
 

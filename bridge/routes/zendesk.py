@@ -35,10 +35,10 @@ from bridge.sessions import (
     CONTINUE_PATHS,
     create_pending,
     current_session,
-    end_session,
     finish_pending,
     load_pending,
     send_to_login,
+    sign_out,
 )
 from bridge.settings import Settings, is_valid_slug
 from bridge.templating import render
@@ -179,7 +179,7 @@ async def remote_logout(request: Request) -> Response:
     if session is None:
         return response
     if ending:
-        await end_session(request, response)
+        await sign_out(request, response, session)
     log.info(
         "zendesk remote logout: registration=%s imis_id=%s session %s",
         registration.slug,
