@@ -70,6 +70,8 @@ class PendingRequestRow(SQLModel, table=True):
     params_json: str = Field(sa_column=Column(Text, nullable=False))
     created_at: int = _epoch()
     expires_at: int = _epoch(index=True)
+    #: SHA-256 of the client address that started it: bounds how many one address holds.
+    client_hash: str | None = Field(default=None, max_length=64, index=True)
 
 
 class AuthorizationCodeRow(SQLModel, table=True):

@@ -21,14 +21,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Delete, Update, case, delete, exists, func, insert, update
+from sqlalchemy import Delete, Update, case, delete, exists, func, insert, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, SQLModel, col, select
 
 from bridge.errors import BadRequest
-from bridge.storage.db import Database
+from bridge.storage.db import Database, translate_unavailable
 from bridge.storage.models import (
     AuditEventRow,
     AuthorizationCodeRow,
@@ -49,6 +49,10 @@ CODE_KEEP_SECONDS = 24 * 3600
 TOKEN_KEEP_SECONDS = 24 * 3600
 #: Throttle counters older than this start again from zero and are purged.
 THROTTLE_KEEP_SECONDS = 24 * 3600
+#: Rows one purge statement deletes at most (each batch is its own transaction).
+PURGE_BATCH = 1000
+#: Any constant: the same in every bridge process (PostgreSQL advisory lock).
+_PURGE_LOCK_ID = 0x1B41D6F
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -263,9 +267,18 @@ class Store:
         params: Mapping[str, Any],
         now: int,
         ttl_seconds: int,
+        client: str | None = None,
+        max_per_client: int | None = None,
     ) -> str:
-        """Park a request while the person signs in; returns its raw id."""
+        """Park a request while the person signs in; returns its raw id.
+
+        ``client`` (an address, stored hashed) started it. With ``max_per_client``,
+        that client keeps only its newest requests, this one included: older
+        ones are dropped (SECURITY D8). Ties within one second are broken
+        arbitrarily, but the new request is never the one dropped.
+        """
         raw, digest = new_secret()
+        client_hash = None if client is None else hash_token(f"pending-client:{client}")
         row = PendingRequestRow(
             id_hash=digest,
             kind=kind,
@@ -273,10 +286,32 @@ class Store:
             params_json=_json(params),
             created_at=now,
             expires_at=now + ttl_seconds,
+            client_hash=client_hash,
         )
         with self._statements() as s:
             s.add(row)
+        if client_hash is not None and max_per_client is not None:
+            self._trim_pending(client_hash, keep=digest, limit=max(1, max_per_client))
         return raw
+
+    def _trim_pending(self, client_hash: str, *, keep: str, limit: int) -> None:
+        others = (
+            col(PendingRequestRow.client_hash) == client_hash,
+            col(PendingRequestRow.id_hash) != keep,
+        )
+        newest = (
+            select(col(PendingRequestRow.id_hash))
+            .where(*others)
+            .order_by(col(PendingRequestRow.created_at).desc(), col(PendingRequestRow.id_hash))
+            .limit(limit - 1)
+        )
+        # Concurrent requests from one address may each keep a few more; the
+        # next request trims again, so the bound holds within a handful.
+        query = _delete(PendingRequestRow).where(
+            *others, col(PendingRequestRow.id_hash).not_in(newest)
+        )
+        with self._statements() as s:
+            s.exec(query)
 
     def get_pending(self, raw_id: str, *, now: int) -> PendingRequestRow | None:
         query = select(PendingRequestRow).where(
@@ -744,19 +779,95 @@ class Store:
 
     # --- housekeeping -------------------------------------------------------------
 
-    def purge_expired(self, *, now: int) -> int:
-        """Delete state nobody can use any more; returns how many rows went."""
-        queries = (
-            _delete(BrowserSessionRow).where(col(BrowserSessionRow.expires_at) <= now),
-            _delete(PendingRequestRow).where(col(PendingRequestRow.expires_at) <= now),
-            _delete(AuthorizationCodeRow).where(
-                col(AuthorizationCodeRow.expires_at) <= now - CODE_KEEP_SECONDS
+    def _expired(
+        self, now: int, session_idle_seconds: int | None
+    ) -> list[tuple[str, type[SQLModel], Any, Any]]:
+        """(kind, table, primary key, condition) of every row nobody can use any more.
+
+        The audit trail is kept by design: it is the record of who did what and
+        is never purged here (rotate it with the database's own tools).
+        """
+        session_dead = col(BrowserSessionRow.expires_at) <= now
+        if session_idle_seconds is not None:
+            session_dead = or_(
+                session_dead, col(BrowserSessionRow.last_seen_at) <= now - session_idle_seconds
+            )
+        return [
+            ("sessions", BrowserSessionRow, col(BrowserSessionRow.id_hash), session_dead),
+            (
+                "pending requests",
+                PendingRequestRow,
+                col(PendingRequestRow.id_hash),
+                col(PendingRequestRow.expires_at) <= now,
             ),
-            _delete(TokenRow).where(col(TokenRow.expires_at) <= now - TOKEN_KEEP_SECONDS),
-            _delete(GrantRow).where(col(GrantRow.expires_at) <= now - TOKEN_KEEP_SECONDS),
-            _delete(LoginThrottleRow).where(
-                col(LoginThrottleRow.last_failure_at) <= now - THROTTLE_KEEP_SECONDS
+            (
+                "codes",
+                AuthorizationCodeRow,
+                col(AuthorizationCodeRow.code_hash),
+                col(AuthorizationCodeRow.expires_at) <= now - CODE_KEEP_SECONDS,
             ),
-        )
-        with self._statements() as s:
-            return sum(int(s.exec(query).rowcount) for query in queries)
+            # A grant's expiry covers all its tokens (issue_tokens extends it), so
+            # a revoked family goes as a whole once its last token has expired.
+            (
+                "tokens",
+                TokenRow,
+                col(TokenRow.token_hash),
+                col(TokenRow.expires_at) <= now - TOKEN_KEEP_SECONDS,
+            ),
+            (
+                "grants",
+                GrantRow,
+                col(GrantRow.id),
+                col(GrantRow.expires_at) <= now - TOKEN_KEEP_SECONDS,
+            ),
+            (
+                "throttle counters",
+                LoginThrottleRow,
+                col(LoginThrottleRow.key_hash),
+                col(LoginThrottleRow.last_failure_at) <= now - THROTTLE_KEEP_SECONDS,
+            ),
+        ]
+
+    def purge_expired(
+        self,
+        *,
+        now: int,
+        session_idle_seconds: int | None = None,
+        batch_size: int = PURGE_BATCH,
+    ) -> dict[str, int] | None:
+        """Delete state nobody can use any more; returns how many rows went, per kind.
+
+        Deletes in batches of ``batch_size`` rows, each its own transaction, so
+        a large backlog never holds a lock for long and an interrupted purge
+        has still done its part (running it again is always safe). Sessions
+        idle for ``session_idle_seconds`` count as expired. On PostgreSQL one
+        process purges at a time: while another holds the purge lock this
+        returns None at once.
+        """
+        postgres = self.db.backend == "postgresql"
+        counts: dict[str, int] = {}
+        with translate_unavailable(), self.db.engine.connect() as conn:
+            if postgres:
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:id)"), {"id": _PURGE_LOCK_ID}
+                ).scalar()
+                conn.commit()
+                if not got:
+                    return None
+            try:
+                for kind, model, key, condition in self._expired(now, session_idle_seconds):
+                    victims = select(key).where(condition).limit(batch_size)
+                    query = delete(model).where(key.in_(victims))
+                    counts[kind] = 0
+                    while True:
+                        removed = int(conn.execute(query).rowcount)
+                        conn.commit()
+                        counts[kind] += removed
+                        if removed < batch_size:
+                            break
+            finally:
+                if postgres:
+                    conn.rollback()
+                    conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _PURGE_LOCK_ID})
+                    conn.commit()
+        return counts

@@ -86,7 +86,7 @@ def test_ensure_schema_can_be_told_to_upgrade(empty_db: Database) -> None:
 def test_older_revision_is_behind(empty_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     empty_db.upgrade()
     # Pretend this package shipped a newer revision after the stored one.
-    monkeypatch.setattr(db_module, "head_revisions", lambda: frozenset({"0002"}))
+    monkeypatch.setattr(db_module, "head_revisions", lambda: frozenset({"9999"}))
     assert empty_db.schema_state() == "behind"
     with pytest.raises(SchemaBehind):
         empty_db.ensure_schema(auto_upgrade=False)

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlmodel import SQLModel
 
-from bridge.storage import Conflict, Database, Store, hash_token
+from bridge.storage import Conflict, Database, Store, hash_token, repo
 from bridge.storage.models import RegistrationRow
 
 T = TypeVar("T")
@@ -681,12 +681,23 @@ def test_no_raw_secret_is_ever_stored(fresh_store: Store) -> None:
             assert hash_token(raw) in dump
 
 
-def test_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
+def count_rows(db: Database) -> dict[str, int]:
+    with db.engine.connect() as connection:
+        return {
+            table.name: len(connection.execute(select(table)).all())
+            for table in SQLModel.metadata.sorted_tables
+        }
+
+
+def test_d8_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
     store = fresh_store
     day = 24 * 3600
     live_session = new_session(store, lifetime=10 * day)
     new_session(store, lifetime=10)
     store.create_pending(kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=10)
+    live_pending = store.create_pending(
+        kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=10 * day
+    )
     old_code = new_code(store, ttl=10)
     live_grant = new_grant(store, ttl=10 * day)
     old_grant = new_grant(store, ttl=10)
@@ -695,13 +706,101 @@ def test_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
     )
     live_access, _ = issue(store, live_grant)
     store.record_failure([unique("user")], now=NOW)
+    store.audit(actor="manager", action="registration.add", target="a", now=NOW)
 
-    assert store.purge_expired(now=NOW + 100) == 2  # the short session and the pending request
+    nothing = dict.fromkeys(
+        ["sessions", "pending requests", "codes", "tokens", "grants", "throttle counters"], 0
+    )
+    assert store.purge_expired(now=NOW + 100) == {
+        **nothing,
+        "sessions": 1,
+        "pending requests": 1,
+    }
     assert store.redeem_code(old_code, now=NOW + 100).status == "invalid"
     # A day later, the expired code, token, grant and throttle row go too.
-    assert store.purge_expired(now=NOW + 10 + day) == 4
-    assert store.get_session(live_session, now=NOW + 10 + day, idle_seconds=2 * day) is not None
+    later = NOW + 10 + day
+    assert store.purge_expired(now=later) == {
+        **nothing,
+        "codes": 1,
+        "tokens": 1,
+        "grants": 1,
+        "throttle counters": 1,
+    }
+    assert store.get_session(live_session, now=later, idle_seconds=2 * day) is not None
+    assert store.get_pending(live_pending, now=later) is not None
     assert store.get_grant(live_grant) is not None
     assert store.get_grant(old_grant) is None
     assert store.active_token(live_access, now=NOW + 500) is not None
-    assert store.purge_expired(now=NOW + 10 + day) == 0
+    assert store.purge_expired(now=later) == nothing  # idempotent
+    assert count_rows(store.db)["audit_events"] == 1  # the audit trail is kept by design
+
+
+def test_d8_purge_ends_idle_sessions_and_revoked_families_once_expired(fresh_store: Store) -> None:
+    store = fresh_store
+    day = 24 * 3600
+    idle = new_session(store, lifetime=10 * day)
+    active = new_session(store, lifetime=10 * day)
+    assert store.get_session(active, now=NOW + 3000, idle_seconds=3600) is not None  # seen
+    revoked = new_grant(store, ttl=60)
+    issue(store, revoked)  # refresh lives a day: the family's expiry follows
+    assert store.revoke_grant(revoked, now=NOW + 1)
+    counts = store.purge_expired(now=NOW + 4000, session_idle_seconds=3600)
+    assert counts is not None
+    assert counts["sessions"] == 1
+    assert store.get_session(idle, now=NOW + 3000, idle_seconds=10 * day) is None
+    assert store.get_session(active, now=NOW + 3000, idle_seconds=3600) is not None
+    # Revoked but not yet expired: kept, so its tokens are still known as revoked.
+    assert store.get_grant(revoked) is not None
+
+    counts = store.purge_expired(now=NOW + 3 * day, session_idle_seconds=3600)
+    assert counts is not None
+    assert (counts["grants"], counts["tokens"]) == (1, 2)
+    assert store.get_grant(revoked) is None
+
+
+def test_d8_purge_works_in_batches_until_done(fresh_store: Store) -> None:
+    store = fresh_store
+    for _ in range(7):
+        store.create_pending(kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=1)
+    counts = store.purge_expired(now=NOW + 10, batch_size=3)
+    assert counts is not None
+    assert counts["pending requests"] == 7
+    assert count_rows(store.db)["pending_requests"] == 0
+
+
+def test_d8_only_one_process_purges_at_a_time_on_postgresql(fresh_store: Store) -> None:
+    store = fresh_store
+    if store.db.backend != "postgresql":
+        pytest.skip("SQLite is one host: its writers queue on the file lock")
+    store.create_pending(kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=1)
+    with store.db.engine.connect() as other:
+        other.execute(text("SELECT pg_advisory_lock(:id)"), {"id": repo._PURGE_LOCK_ID})
+        assert store.purge_expired(now=NOW + 10) is None
+        other.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": repo._PURGE_LOCK_ID})
+    counts = store.purge_expired(now=NOW + 10)
+    assert counts is not None
+    assert counts["pending requests"] == 1
+
+
+def test_d8_one_client_keeps_only_its_newest_pending_requests(store: Store) -> None:
+    me, neighbour = unique("198.51.100.7"), unique("198.51.100.8")
+    theirs = store.create_pending(
+        kind="oidc", registration="a", params={}, now=NOW, ttl_seconds=600, client=neighbour
+    )
+    mine = [
+        store.create_pending(
+            kind="oidc",
+            registration="a",
+            params={},
+            now=NOW + i // 2,  # two per second: ties must never drop the newest
+            ttl_seconds=600,
+            client=me,
+            max_per_client=3,
+        )
+        for i in range(6)
+    ]
+    alive = [store.get_pending(raw, now=NOW + 5) is not None for raw in mine]
+    assert alive[-1]
+    assert alive[:2] == [False, False]  # the oldest second's two are gone first
+    assert sum(alive) == 3
+    assert store.get_pending(theirs, now=NOW + 5) is not None
