@@ -953,6 +953,20 @@ class KeyStore:
         """Keyring key ids, oldest first; the last one encrypts."""
         return [e.id for e in self._state.keyring]
 
+    def mac_keys(self, purpose: str) -> list[tuple[str, bytes]]:
+        """``(keyring id, 32-byte key)`` for MACs of one ``purpose``, newest first.
+
+        Each is HMAC-SHA256(keyring key, purpose): a key of its own per use,
+        so a MAC never doubles as anything the keyring encrypts, and no new
+        secret needs configuring. The newest signs; all of them verify, so
+        :meth:`rotate_keyring` does not void what was signed before.
+        """
+        label = f"imis-bridge mac key: {purpose}".encode()
+        return [
+            (e.id, hmac.new(e.key.encode("ascii"), label, hashlib.sha256).digest())
+            for e in reversed(self._state.keyring)
+        ]
+
 
 def _promote(
     infos: list[KeyInfo], nxt: KeyInfo, now: datetime, retire_after_seconds: int

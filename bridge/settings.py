@@ -139,6 +139,12 @@ class LoginSettings:
     throttle_free_failures: int = 3
     throttle_base_seconds: float = 1.0
     throttle_max_seconds: float = 60.0
+    #: How long a device cookie (proof that this browser signed in as a username
+    #: before) stays valid; such a browser is throttled only on its own failures.
+    device_cookie_seconds: int = 365 * 24 * 3600
+    #: Live pending sign-in requests one client address may hold; beyond it the
+    #: oldest of that address are dropped (SECURITY D8).
+    pending_per_address: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,9 @@ class Settings:
     #: Server-only override of ``https://{subdomain}.zendesk.com`` (demo and tests).
     #: ``{subdomain}`` in it is replaced. Never settable from a registration.
     zendesk_base_url: str | None = None
+    #: Expired rows are deleted this often (with jitter) by each bridge process;
+    #: 0 turns the scheduled purge off (``bridge db purge`` still works).
+    purge_interval_seconds: float = 600.0
     imis: ImisSettings = ImisSettings()
     admin: AdminSettings = AdminSettings()
     ui: UiSettings = UiSettings()
@@ -359,6 +368,8 @@ _SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
             "throttle_free_failures": _int,
             "throttle_base_seconds": _float,
             "throttle_max_seconds": _float,
+            "device_cookie_seconds": _int,
+            "pending_per_address": _int,
         },
     ),
 }
@@ -370,6 +381,7 @@ _TOP: dict[str, Converter] = {
     "log_level": _str,
     "demo": _bool,
     "zendesk_base_url": _optional_url,
+    "purge_interval_seconds": _float,
 }
 
 
@@ -557,6 +569,9 @@ def load_settings(
     imis: ImisSettings | None = kwargs.get("imis")
     if imis is not None:
         _check_imis(imis, problems)
+    login: LoginSettings | None = kwargs.get("login")
+    if login is not None and login.pending_per_address < 1:
+        problems.add("login.pending_per_address", "must be at least 1")
     top["keys_dir"] = _resolve(config_dir, top.get("keys_dir") or "keys")
     top["database_url"] = _resolve_database_url(
         config_dir, top.get("database_url") or "sqlite:///bridge.db", problems

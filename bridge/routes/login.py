@@ -215,7 +215,8 @@ async def login_submit(request: Request) -> Response:
         await throttle.check(request, username)
     except TooManyRequests as exc:
         log.info(
-            "sign-in throttled: username=%r address=%s retry_after=%d",
+            "%s: username=%r address=%s retry_after=%d",
+            exc.detail,
             username,
             throttle.client_address(request),
             exc.retry_after,
@@ -247,6 +248,7 @@ async def login_submit(request: Request) -> Response:
         target = pending.continue_url if pending else LOGIN_PATH
         response = RedirectResponse(target, status_code=303, headers=NO_STORE)
         await start_session(request, response, outcome)
+        throttle.remember_device(request, response, username)
         return response
     if isinstance(outcome, WrongCredentials):
         log.info("sign-in failed: wrong credentials username=%r registration=%s", username, slug)
