@@ -2,12 +2,14 @@
 
 This module only assembles: it opens the database and the key store when the
 app starts (lifespan), chooses the user store, mounts the routes and the
-cross-cutting middleware (security headers, body limits, error pages). It holds
-no protocol logic and nothing happens at import time.
+cross-cutting middleware (security headers, body limits, error pages), and
+runs the scheduled purge (:mod:`bridge.housekeeping`) while the app lives. It
+holds no protocol logic and nothing happens at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
 from bridge.connectors import UserStore
+from bridge.housekeeping import purge_periodically
 from bridge.keys import KeyStore, hash_secret
 from bridge.registry import Registry, load_file_registrations
 from bridge.settings import ConfigurationError, Problem, Settings, load_settings
@@ -123,10 +126,19 @@ def create_app(
         if on_startup is not None:
             on_startup(services)
         log.info("imis-bridge ready at %s", settings.issuer)
+        purging = None
+        if settings.purge_interval_seconds > 0:
+            purging = asyncio.create_task(
+                purge_periodically(services, settings.purge_interval_seconds), name="purge"
+            )
         try:
             # Also as lifespan state, so mounted sub-apps (demo pages) reach it as request.state.
             yield {"services": services}
         finally:
+            if purging is not None:
+                purging.cancel()  # a purge under way finishes its batch first
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await services.users.aclose()
             services.db.dispose()
 

@@ -130,6 +130,32 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_db_purge(args: argparse.Namespace) -> int:
+    import time
+
+    from bridge.storage.db import Database
+    from bridge.storage.repo import Store
+
+    settings = _settings(args)
+    db = Database(settings.database_url)
+    try:
+        db.ensure_schema(auto_upgrade=False)
+        counts = Store(db).purge_expired(
+            now=int(time.time()), session_idle_seconds=settings.sessions.idle_seconds
+        )
+    finally:
+        db.dispose()
+    if counts is None:
+        return _fail("another bridge process is purging right now; nothing to do")
+    if args.json:
+        print(json.dumps(counts))
+        return EXIT_OK
+    print(f"removed {sum(counts.values())} expired row(s); the audit trail is kept")
+    for kind, count in counts.items():
+        print(f"  {kind:<18} {count}")
+    return EXIT_OK
+
+
 def cmd_imis_check(args: argparse.Namespace) -> int:
     from bridge.connectors.check import run_check
 
@@ -452,10 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check the database schema and stored registrations",
     )
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db = sub.add_parser("db", help="database schema and housekeeping").add_subparsers(
+        dest="action", required=True
+    )
     p = db.add_parser("upgrade", help="bring the database schema up to date")
     _with_config(p)
     p.set_defaults(handler=cmd_db_upgrade)
+    purge_help = "delete expired sessions, sign-in requests, codes, tokens and throttle counters"
+    p = db.add_parser("purge", help=purge_help, description=purge_help)
+    _with_config(p)
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(handler=cmd_db_purge)
 
     imis = sub.add_parser("imis", help="iMIS connection").add_subparsers(
         dest="action", required=True

@@ -181,6 +181,10 @@ async def create_pending(
             params=stored,
             now=now,
             ttl_seconds=PENDING_TTL_SECONDS,
+            # One address keeps only its newest requests (SECURITY D8): a person
+            # with many tabs loses at worst the oldest, which says "start again".
+            client=request.client.host if request.client else None,
+            max_per_client=services.settings.login.pending_per_address,
         )
     )
     return Pending(raw, kind, registration, params, now, min_auth_time, login_hint)

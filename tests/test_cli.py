@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -643,6 +644,56 @@ def test_db_upgrade_on_an_empty_database(run: Any, tmp_path: Path, empty_databas
     assert "was current, now current" in again.out
 
 
+def test_d8_db_purge_removes_expired_rows_and_prints_what_went(
+    run: Any, tmp_path: Path, empty_database_url: str
+) -> None:
+    folder = make_config(tmp_path / "c", empty_database_url)
+    assert run("db", "upgrade", "--config", folder).code == 0
+    now = int(time.time())
+    with Database(empty_database_url) as db:
+        store = Store(db)
+        for ttl in (-10, -10, 600):
+            store.create_pending(kind="oidc", registration="a", params={}, now=now, ttl_seconds=ttl)
+        store.create_session(
+            imis_id="1001",
+            username="jdoe",
+            identity_json="{}",
+            auth_time=now - 100,
+            now=now - 100,
+            lifetime_seconds=10,
+        )
+        store.record_failure(["user:jdoe"], now=now - 2 * 24 * 3600)
+
+    result = run("db", "purge", "--config", folder)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "removed 4 expired row(s); the audit trail is kept"
+    counts = dict(line.strip().rsplit(maxsplit=1) for line in lines[1:])
+    assert counts == {
+        "sessions": "1",
+        "pending requests": "2",
+        "codes": "0",
+        "tokens": "0",
+        "grants": "0",
+        "throttle counters": "1",
+    }
+    again = run("db", "purge", "--config", folder, "--json")
+    assert again.code == 0
+    assert set(again.json().values()) == {0}
+    with Database(empty_database_url) as db, db.engine.connect() as connection:
+        live = connection.exec_driver_sql("SELECT count(*) FROM pending_requests").scalar()
+    assert live == 1
+
+
+def test_d8_db_purge_refuses_a_database_that_is_not_set_up(
+    run: Any, tmp_path: Path, empty_database_url: str
+) -> None:
+    folder = make_config(tmp_path / "c", empty_database_url)
+    result = run("db", "purge", "--config", folder)
+    assert result.code == 1
+    assert "run `bridge db upgrade" in result.err
+
+
 def test_unreachable_database_is_one_line(run: Any, tmp_path: Path) -> None:
     url = "postgresql+psycopg://bridge@127.0.0.1:1/bridge"
     folder = make_config(tmp_path / "c", url)
@@ -721,6 +772,7 @@ def test_serve_with_a_bad_config_does_not_start(
         (("demo",), ["--port", "--dir"]),
         (("check-config",), ["--config", "--database"]),
         (("db", "upgrade"), ["--config"]),
+        (("db", "purge"), ["--config", "--json", "expired"]),
         (("imis", "check"), ["--config", "--user"]),
         (("imis-simulator",), ["--port", "--people", "--latency-ms"]),
         (("registrations",), ["list", "show", "add", "edit", "remove", "rotate-secret"]),

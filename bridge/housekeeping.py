@@ -1,0 +1,58 @@
+"""Scheduled purge of expired state inside each bridge process (SECURITY D8).
+
+Every process runs :func:`purge_periodically` from the app's lifespan: about
+every ``purge_interval_seconds`` (with jitter, so several processes do not all
+wake together) it deletes what nobody can use any more through
+:meth:`bridge.storage.Store.purge_expired`, which is idempotent, works in
+bounded batches, and on PostgreSQL lets one process purge at a time. A failed
+purge is logged and retried at the next turn; it never stops the server. This
+module decides *when* to purge; *what* is expired is the Store's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+from bridge.storage.db import DatabaseUnavailable
+
+log = logging.getLogger("bridge.housekeeping")
+
+
+def describe(counts: dict[str, int]) -> str:
+    """``sessions=3 pending requests=0 ...``: one line for the log and the CLI."""
+    return ", ".join(f"{kind}: {count}" for kind, count in counts.items())
+
+
+async def purge_once(services: Any) -> dict[str, int] | None:
+    """Purge now; the rows removed per kind, or None if another process is purging."""
+    now = int(time.time())
+    idle = services.settings.sessions.idle_seconds
+    counts: dict[str, int] | None = await services.db.run(
+        lambda: services.store.purge_expired(now=now, session_idle_seconds=idle)
+    )
+    return counts
+
+
+async def purge_periodically(services: Any, interval: float) -> None:
+    """Purge about every ``interval`` seconds until cancelled (at shutdown)."""
+    while True:
+        # 0.5x to 1.5x: on average ``interval``; processes started together drift apart.
+        await asyncio.sleep(interval * random.uniform(0.5, 1.5))
+        try:
+            counts = await purge_once(services)
+        except DatabaseUnavailable as error:
+            log.warning("scheduled purge skipped: database unavailable (%s)", error.detail)
+            continue
+        except Exception:
+            log.exception("scheduled purge failed; trying again at the next turn")
+            continue
+        if counts is None:
+            log.debug("scheduled purge skipped: another process is purging")
+        elif any(counts.values()):
+            log.info("purged expired rows: %s", describe(counts))
+        else:
+            log.debug("purged expired rows: nothing to remove")
