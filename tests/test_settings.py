@@ -70,6 +70,9 @@ def test_minimal_config_loads_with_documented_defaults(tmp_path: Path) -> None:
     assert settings.issuer == "https://sso.example.org"
     assert settings.imis.uses_simulator
     assert settings.tokens.code_seconds == 60
+    assert settings.login.device_cookie_seconds == 365 * 24 * 3600
+    assert settings.login.pending_per_address == 50
+    assert settings.purge_interval_seconds == 600
     assert settings.registrations == ()
     assert settings.secure_cookies
 
@@ -131,6 +134,8 @@ def test_list_where_text_belongs_is_refused(tmp_path: Path) -> None:
         ('log_level = "loud"', "log_level", "must be one of debug, info, warning, error"),
         ('keys_dir = ""', "keys_dir", "must not be empty"),
         ('[ui]\nsupport_email = "help"', "ui.support_email", "must be an email address"),
+        ("[login]\npending_per_address = 0", "login.pending_per_address", "must be at least 1"),
+        ("purge_interval_seconds = -1", "purge_interval_seconds", "must not be negative"),
     ],
 )
 def test_bad_value_names_key_and_reason(tmp_path: Path, line: str, key: str, reason: str) -> None:
