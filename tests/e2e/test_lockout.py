@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge import throttle
+from bridge import sessions, throttle
 from tests.support.bridge import Harness, hidden_fields, running_bridge
 
 #: One free failure per (username, address), two per username from unknown
@@ -66,7 +66,7 @@ def test_d3_a_patient_attacker_elsewhere_cannot_lock_the_member_out(bridge: Harn
         first = sign_in(member, MEMBER, PASSWORD)
         assert first.status_code == 303
         assert device_cookie(bridge, member), first.headers.get_list("set-cookie")
-        member.cookies.delete("bridge-session")
+        member.cookies.delete(sessions.cookie_name(bridge.settings))
 
         # The attacker guesses, waiting out every delay, until the username-wide
         # limit for unknown devices is reached.
