@@ -9,9 +9,11 @@ storage hooks and override what it gets wrong for us:
   its grant issued (SECURITY B1). Within one process, requests for the same code
   also take turns, so the winner finishes issuing before a replay revokes, and
   the replay always catches the tokens;
-- refresh tokens rotate atomically; reuse outside a short grace window revokes
-  the whole family (B4). A refresh may narrow the access token's scope, while
-  the new refresh token keeps the grant's (RFC 6749 §6);
+- refresh tokens rotate atomically and never fork: a second exchange of one
+  token within the grace window (0 s by default) revokes what the first one
+  issued, and any other reuse revokes the whole family (B4). A refresh may
+  narrow the access token's scope, while the new refresh token keeps the
+  grant's (RFC 6749 §6);
 - client authentication is strict (SECURITY B3, G5): a malformed Basic header
   (not base64, not UTF-8, no ``:``) is ``invalid_client``, never a 500; Basic
   credentials are form-urlencoded before base64 and decoded so (RFC 6749
@@ -59,7 +61,7 @@ from bridge.identity import Identity
 from bridge.oauth.authorize import has_control_chars
 from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
 from bridge.profiles import oidc as oidc_profile
-from bridge.storage.repo import Conflict
+from bridge.storage.repo import Conflict, RefreshReused
 
 log = logging.getLogger("bridge.oauth")
 
@@ -254,7 +256,13 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         granted = client.get_allowed_scope(refresh_token.get_scope())
         requested = self.request.payload.scope
         scope = client.get_allowed_scope(requested) if requested else granted
-        return server.issue(client, user, scope=scope, refresh_scope=granted)
+        return server.issue(
+            client,
+            user,
+            scope=scope,
+            refresh_scope=granted,
+            parent_hash=refresh_token.row.token_hash,
+        )
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """Rotation already marked the old token in :meth:`authenticate_refresh_token`."""
@@ -378,43 +386,36 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         )
 
     def issue(
-        self, client: Client, user: GrantUser, *, scope: str, refresh_scope: str | None
+        self,
+        client: Client,
+        user: GrantUser,
+        *,
+        scope: str,
+        refresh_scope: str | None,
+        parent_hash: str | None = None,
     ) -> dict[str, Any]:
         """Mint an access token for ``scope`` and, if ``refresh_scope`` holds
         offline_access, a refresh token for ``refresh_scope``. Tokens of a grant
-        revoked meanwhile are minted dead (the store checks the grant on every use)."""
+        revoked meanwhile are minted dead (the store checks the grant on every use).
+        ``parent_hash``: the refresh token exchanged for these (its earlier
+        successors are revoked, B4)."""
         tokens = self.settings.tokens
         if refresh_scope is not None and "offline_access" not in refresh_scope.split():
             refresh_scope = None
-        issue = self.store.issue_tokens
-        common = {"grant_id": user.grant_id, "client_id": client.get_client_id()}
         try:
-            if refresh_scope is None or refresh_scope == scope:
-                access, refresh = issue(
-                    **common,
-                    scope=scope,
-                    now=int(time.time()),
-                    access_ttl=tokens.access_token_seconds,
-                    refresh_ttl=tokens.refresh_token_seconds if refresh_scope else None,
-                )
-            else:
-                # The store gives both tokens of one call the same scope. So the
-                # refresh token comes with an access token that is born expired,
-                # and the narrowed access token is minted on its own.
-                _, refresh = issue(
-                    **common,
-                    scope=refresh_scope,
-                    now=int(time.time()),
-                    access_ttl=0,
-                    refresh_ttl=tokens.refresh_token_seconds,
-                )
-                access, _ = issue(
-                    **common,
-                    scope=scope,
-                    now=int(time.time()),
-                    access_ttl=tokens.access_token_seconds,
-                    refresh_ttl=None,
-                )
+            access, refresh = self.store.issue_tokens(
+                grant_id=user.grant_id,
+                client_id=client.get_client_id(),
+                scope=scope,
+                now=int(time.time()),
+                access_ttl=tokens.access_token_seconds,
+                refresh_ttl=tokens.refresh_token_seconds if refresh_scope else None,
+                refresh_scope=refresh_scope,
+                parent_hash=parent_hash,
+            )
+        except RefreshReused as exc:
+            log.warning("refresh token reused: client=%s family revoked", client.client_id)
+            raise InvalidGrantError("the refresh token was already used") from exc
         except Conflict as exc:
             raise InvalidGrantError("the grant no longer exists") from exc
         token: dict[str, Any] = {
