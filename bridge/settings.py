@@ -129,7 +129,7 @@ class TokenSettings:
     access_token_seconds: int = 600
     id_token_seconds: int = 600
     refresh_token_seconds: int = 30 * 24 * 3600
-    refresh_reuse_grace_seconds: int = 5
+    refresh_reuse_grace_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,16 @@ storage hooks and override what it gets wrong for us:
   its grant issued (SECURITY B1). Within one process, requests for the same code
   also take turns, so the winner finishes issuing before a replay revokes, and
   the replay always catches the tokens;
-- refresh tokens rotate atomically; reuse outside a short grace window revokes
-  the whole family (B4). A refresh may narrow the access token's scope, while
-  the new refresh token keeps the grant's (RFC 6749 §6);
+- refresh tokens rotate atomically and never fork: a second exchange of one
+  token within the grace window (0 s by default) revokes what the first one
+  issued, and any other reuse revokes the whole family (B4). A refresh may
+  narrow the access token's scope, while the new refresh token keeps the
+  grant's (RFC 6749 §6);
+- client authentication is strict (SECURITY B3, G5): a malformed Basic header
+  (not base64, not UTF-8, no ``:``) is ``invalid_client``, never a 500; Basic
+  credentials are form-urlencoded before base64 and decoded so (RFC 6749
+  §2.3.1); a request that authenticates in two ways at once, or whose body
+  ``client_id`` differs from its Basic one, is ``invalid_request`` (§2.3, §5.2);
 - every ``invalid_client`` is a 401 with a ``Basic`` challenge (RFC 6749 §5.2),
   and token type hints we cannot use are ignored (RFC 7009 §2.1);
 - ID tokens are signed by our key store (RS256 by default, ES256 per
@@ -25,6 +32,7 @@ knows about Starlette.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import logging
 import secrets
@@ -33,9 +41,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import unquote_plus
 
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -51,13 +61,53 @@ from bridge.identity import Identity
 from bridge.oauth.authorize import has_control_chars
 from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
 from bridge.profiles import oidc as oidc_profile
-from bridge.storage.repo import Conflict
+from bridge.storage.repo import Conflict, RefreshReused
 
 log = logging.getLogger("bridge.oauth")
 
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 Response = tuple[int, dict[str, Any], list[tuple[str, str]]]
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+
+
+def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The ``(client_id, client_secret)`` of an ``Authorization: Basic`` header, or None
+    if the request has no Basic header.
+
+    RFC 6749 §2.3.1: both parts are form-urlencoded, then joined by ``:`` and
+    base64-encoded (RFC 7617). Anything else under the Basic scheme (bad base64,
+    bytes that are not UTF-8, no ``:``, bad percent-escapes, an empty part) is
+    :class:`InvalidClientError`, a 401, never a crash (SECURITY B3, G5).
+    """
+    scheme, _, value = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        raw_id, colon, raw_secret = decoded.partition(":")
+        client_id = unquote_plus(raw_id, errors="strict")
+        secret = unquote_plus(raw_secret, errors="strict")
+    except (binascii.Error, ValueError):  # UnicodeError is a ValueError
+        client_id = secret = colon = ""
+    if not (colon and client_id and secret):
+        raise InvalidClientError(
+            status_code=401,
+            description="the Authorization header does not hold Basic client credentials",
+        )
+    return client_id, secret
+
+
+def _authenticate_basic(query_client: Any, request: OAuth2Request) -> Client | None:
+    """``client_secret_basic`` with :func:`basic_credentials` (Authlib's own parser
+    crashes on bytes that are not UTF-8 and does not decode ``+`` as a space)."""
+    credentials = basic_credentials(request.headers)
+    if credentials is None:
+        return None
+    client_id, secret = credentials
+    client: Client | None = query_client(client_id)
+    if client is None or not client.check_client_secret(secret):
+        return None
+    return client
 
 
 def at_hash(access_token: str) -> str:
@@ -206,7 +256,13 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         granted = client.get_allowed_scope(refresh_token.get_scope())
         requested = self.request.payload.scope
         scope = client.get_allowed_scope(requested) if requested else granted
-        return server.issue(client, user, scope=scope, refresh_scope=granted)
+        return server.issue(
+            client,
+            user,
+            scope=scope,
+            refresh_scope=granted,
+            parent_hash=refresh_token.row.token_hash,
+        )
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         """Rotation already marked the old token in :meth:`authenticate_refresh_token`."""
@@ -282,6 +338,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RefreshGrant)
         self.register_endpoint(Revocation)
         self.register_endpoint(Introspection)
+        self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self._redemptions = _KeyedLocks()
 
     # --- Authlib hooks ------------------------------------------------------------
@@ -293,6 +350,25 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         if registration is None or registration.profile != "oidc" or not registration.enabled:
             return None
         return Client(registration)
+
+    def authenticate_client(
+        self, request: OAuth2Request, methods: Sequence[str], endpoint: str = "token"
+    ) -> Client:
+        """RFC 6749 §2.3: one client, authenticated one way. With a Basic header only
+        ``client_secret_basic`` is tried; a ``client_secret`` in the body as well, or a
+        body ``client_id`` naming another client, is invalid_request (§5.2)."""
+        basic = basic_credentials(request.headers)
+        if basic is not None:
+            if "client_secret" in request.form:
+                raise InvalidRequestError(
+                    "the client authenticated in two ways (Basic header and client_secret)"
+                )
+            body_id = request.form.get("client_id")
+            if body_id is not None and body_id != basic[0]:
+                raise InvalidRequestError("client_id differs from the one in the Basic header")
+            methods = [m for m in methods if m == "client_secret_basic"]
+        client: Client = super().authenticate_client(request, methods, endpoint)
+        return client
 
     def generate_token(
         self,
@@ -310,43 +386,36 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         )
 
     def issue(
-        self, client: Client, user: GrantUser, *, scope: str, refresh_scope: str | None
+        self,
+        client: Client,
+        user: GrantUser,
+        *,
+        scope: str,
+        refresh_scope: str | None,
+        parent_hash: str | None = None,
     ) -> dict[str, Any]:
         """Mint an access token for ``scope`` and, if ``refresh_scope`` holds
         offline_access, a refresh token for ``refresh_scope``. Tokens of a grant
-        revoked meanwhile are minted dead (the store checks the grant on every use)."""
+        revoked meanwhile are minted dead (the store checks the grant on every use).
+        ``parent_hash``: the refresh token exchanged for these (its earlier
+        successors are revoked, B4)."""
         tokens = self.settings.tokens
         if refresh_scope is not None and "offline_access" not in refresh_scope.split():
             refresh_scope = None
-        issue = self.store.issue_tokens
-        common = {"grant_id": user.grant_id, "client_id": client.get_client_id()}
         try:
-            if refresh_scope is None or refresh_scope == scope:
-                access, refresh = issue(
-                    **common,
-                    scope=scope,
-                    now=int(time.time()),
-                    access_ttl=tokens.access_token_seconds,
-                    refresh_ttl=tokens.refresh_token_seconds if refresh_scope else None,
-                )
-            else:
-                # The store gives both tokens of one call the same scope. So the
-                # refresh token comes with an access token that is born expired,
-                # and the narrowed access token is minted on its own.
-                _, refresh = issue(
-                    **common,
-                    scope=refresh_scope,
-                    now=int(time.time()),
-                    access_ttl=0,
-                    refresh_ttl=tokens.refresh_token_seconds,
-                )
-                access, _ = issue(
-                    **common,
-                    scope=scope,
-                    now=int(time.time()),
-                    access_ttl=tokens.access_token_seconds,
-                    refresh_ttl=None,
-                )
+            access, refresh = self.store.issue_tokens(
+                grant_id=user.grant_id,
+                client_id=client.get_client_id(),
+                scope=scope,
+                now=int(time.time()),
+                access_ttl=tokens.access_token_seconds,
+                refresh_ttl=tokens.refresh_token_seconds if refresh_scope else None,
+                refresh_scope=refresh_scope,
+                parent_hash=parent_hash,
+            )
+        except RefreshReused as exc:
+            log.warning("refresh token reused: client=%s family revoked", client.client_id)
+            raise InvalidGrantError("the refresh token was already used") from exc
         except Conflict as exc:
             raise InvalidGrantError("the grant no longer exists") from exc
         token: dict[str, Any] = {

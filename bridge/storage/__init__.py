@@ -19,6 +19,7 @@ from bridge.storage.db import (
 from bridge.storage.repo import (
     CodeRedemption,
     Conflict,
+    RefreshReused,
     RefreshRotation,
     Store,
     hash_token,
@@ -30,6 +31,7 @@ __all__ = [
     "Conflict",
     "Database",
     "DatabaseUnavailable",
+    "RefreshReused",
     "RefreshRotation",
     "SchemaAhead",
     "SchemaBehind",

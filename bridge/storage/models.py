@@ -129,6 +129,9 @@ class TokenRow(SQLModel, table=True):
     #: Refresh tokens: when it was exchanged for a new one (rotation).
     rotated_at: int | None = _epoch_opt()
     revoked_at: int | None = _epoch_opt()
+    #: Tokens minted by a refresh: the hash of the refresh token exchanged for
+    #: them, so a new exchange of that token revokes what the last one issued.
+    parent_hash: str | None = Field(default=None, max_length=64, index=True)
 
 
 class LoginThrottleRow(SQLModel, table=True):

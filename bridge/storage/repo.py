@@ -63,6 +63,11 @@ class Conflict(BadRequest):
     title = "This conflicts with existing data"
 
 
+class RefreshReused(Conflict):
+    """A refresh token was exchanged again after a successor of it was used: the
+    family (grant) is revoked (SECURITY B4)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CodeRedemption:
     """Outcome of :meth:`Store.redeem_code`.
@@ -79,9 +84,11 @@ class CodeRedemption:
 class RefreshRotation:
     """Outcome of :meth:`Store.rotate_refresh`.
 
-    ``ok``: issue a new pair for ``grant`` (also for a retry within the grace
-    period). ``reused``: a long-rotated token came back, the whole grant is now
-    revoked. ``invalid``: unknown, expired, revoked or another client's token.
+    ``ok``: issue a new pair for ``grant`` with ``parent_hash=token.token_hash``
+    (also for a retry within the grace period: the pair issued before is then
+    revoked). ``reused``: a rotated token came back after the grace period, or
+    after its successor was used; the whole grant is now revoked. ``invalid``:
+    unknown, expired, revoked or another client's token.
     """
 
     status: Literal["ok", "reused", "invalid"]
@@ -447,23 +454,43 @@ class Store:
         now: int,
         access_ttl: int,
         refresh_ttl: int | None,
+        refresh_scope: str | None = None,
+        parent_hash: str | None = None,
     ) -> tuple[str, str | None]:
         """Mint an access token (and a refresh token if ``refresh_ttl``) for a grant.
 
-        The grant's expiry is extended to cover the new tokens. Tokens of a
-        revoked grant are minted all the same but are never active (every
-        lookup checks the grant), so a revocation racing an exchange always
-        wins and the caller has no race to handle. Raises :class:`Conflict`
-        only if there is no such grant for ``client_id`` (a bug upstream).
+        The refresh token gets ``refresh_scope`` (default: ``scope``). The grant's
+        expiry is extended to cover the new tokens. Tokens of a revoked grant are
+        minted all the same but are never active (every lookup checks the grant),
+        so a revocation racing an exchange always wins and the caller has no race
+        to handle. Raises :class:`Conflict` if there is no such grant for
+        ``client_id`` (a bug upstream).
+
+        ``parent_hash`` is the refresh token these replace (see
+        :meth:`rotate_refresh`). Rotation never forks (SECURITY B4): whatever an
+        earlier exchange of the same parent issued is revoked here, so the parent
+        has one live successor, the last one issued. If an earlier successor has
+        been used meanwhile, the family is revoked instead and :class:`RefreshReused`
+        raised. One transaction, which locks the grant row first: exchanges of one
+        family take turns, in every process, on SQLite and PostgreSQL alike.
         """
         access, access_hash = new_secret()
         tokens = [self._token(access_hash, "access", grant_id, client_id, scope, now, access_ttl)]
         refresh: str | None = None
         if refresh_ttl is not None:
             refresh, refresh_hash = new_secret()
-            tokens.append(
-                self._token(refresh_hash, "refresh", grant_id, client_id, scope, now, refresh_ttl)
+            refresh_row = self._token(
+                refresh_hash,
+                "refresh",
+                grant_id,
+                client_id,
+                refresh_scope or scope,
+                now,
+                refresh_ttl,
             )
+            tokens.append(refresh_row)
+        for token in tokens:
+            token["parent_hash"] = parent_hash
         horizon = max(token["expires_at"] for token in tokens)
         expires_at = col(GrantRow.expires_at)
         extend = (
@@ -471,11 +498,36 @@ class Store:
             .where(col(GrantRow.id) == grant_id, col(GrantRow.client_id) == client_id)
             .values(expires_at=case((expires_at < horizon, horizon), else_=expires_at))
         )
-        with self._statements() as s:
+        reused = False
+        # Without a parent, every prefix of the statements is consistent: no transaction.
+        with self.db.session() if parent_hash is not None else self._statements() as s:
             if s.exec(extend).rowcount != 1:
                 raise Conflict(f"there is no grant {grant_id!r} for client {client_id!r}")
-            s.exec(insert(TokenRow).values(tokens))
+            if parent_hash is not None:
+                reused = self._replace_successors(s, parent_hash, grant_id, now)
+            if not reused:
+                s.exec(insert(TokenRow).values(tokens))
+        if reused:
+            raise RefreshReused("a successor of this refresh token was used: family revoked")
         return access, refresh
+
+    def _replace_successors(self, s: Session, parent_hash: str, grant_id: str, now: int) -> bool:
+        """Revoke what earlier exchanges of ``parent_hash`` issued; True (and the grant
+        revoked) if one of their refresh tokens was exchanged in turn.
+
+        Runs after the grant row is locked. The revocation goes first: a successor
+        being rotated concurrently either loses to it (its rotation is conditional
+        on not being revoked) or has committed, and the check then sees it.
+        """
+        s.exec(
+            _update(TokenRow)
+            .where(col(TokenRow.parent_hash) == parent_hash, col(TokenRow.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+        if not self._successor_used(s, parent_hash):
+            return False
+        self._revoke_grant(s, grant_id, now)
+        return True
 
     @staticmethod
     def _token(
@@ -519,11 +571,15 @@ class Store:
     def rotate_refresh(
         self, raw: str, *, client_id: str, now: int, grace_seconds: int
     ) -> RefreshRotation:
-        """Exchange a refresh token (marks it rotated; the caller issues the new pair).
+        """Exchange a refresh token (marks it rotated; the caller issues the new pair
+        with :meth:`issue_tokens`, ``parent_hash`` set to the token's hash).
 
-        A token rotated at most ``grace_seconds`` ago by the same client is
-        accepted again (a retry after a lost response); one rotated longer ago
-        is a reuse: the whole grant is revoked.
+        The first exchange wins one conditional UPDATE. A token rotated at most
+        ``grace_seconds`` ago by the same client, whose successor has not been
+        used, is accepted again (a retry after a lost response; issuing then
+        revokes the successor issued before). Any other exchange of a rotated
+        token is a reuse: the whole grant is revoked (SECURITY B4). With
+        ``grace_seconds=0`` every second exchange is a reuse.
         """
         digest = hash_token(raw)
         grant_live = exists().where(
@@ -565,10 +621,27 @@ class Store:
                 or token.rotated_at is None
             ):
                 return RefreshRotation("invalid")
-            if grace_seconds > 0 and now - token.rotated_at <= grace_seconds:
+            if (
+                grace_seconds > 0
+                and now - token.rotated_at <= grace_seconds
+                and not self._successor_used(s, digest)
+            ):
                 return RefreshRotation("ok", token, grant)
             self._revoke_grant(s, grant.id, now)
             return RefreshRotation("reused", token, grant)
+
+    @staticmethod
+    def _successor_used(s: Session, parent_hash: str) -> bool:
+        query = (
+            select(col(TokenRow.token_hash))
+            .where(
+                col(TokenRow.parent_hash) == parent_hash,
+                col(TokenRow.kind) == "refresh",
+                col(TokenRow.rotated_at).is_not(None),
+            )
+            .limit(1)
+        )
+        return s.exec(query).first() is not None
 
     def revoke_token(self, raw: str, *, client_id: str, now: int) -> bool:
         """RFC 7009: revoke a token of ``client_id`` (a refresh token takes its grant along).

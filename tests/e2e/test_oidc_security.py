@@ -625,23 +625,6 @@ def test_b3_secrets_and_tokens_are_stored_hashed(
 # --- B4 refresh rotation -----------------------------------------------------------------------
 
 
-def test_b4_refresh_rotates_and_a_retry_within_grace_works(
-    browser: httpx.Client, portal: Rp
-) -> None:
-    token = portal.tokens(browser)
-    first = portal.refresh(token["refresh_token"])
-    assert first.status_code == 200, first.text
-    rotated = first.json()
-    assert rotated["refresh_token"] != token["refresh_token"]
-    assert rotated["access_token"] != token["access_token"]
-    assert portal.introspect(token["refresh_token"]) == {"active": False}
-    # The response was lost; the client retries within the grace window.
-    retry = portal.refresh(token["refresh_token"])
-    assert retry.status_code == 200, retry.text
-    assert portal.userinfo(retry.json()["access_token"]).status_code == 200
-    assert portal.refresh(retry.json()["refresh_token"]).status_code == 200
-
-
 def test_b4_refresh_token_of_another_client_is_refused(
     browser: httpx.Client, portal: Rp, reports: Rp
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlmodel import SQLModel
 
-from bridge.storage import Conflict, Database, Store, hash_token, repo
+from bridge.storage import Conflict, Database, RefreshReused, Store, hash_token, repo
 from bridge.storage.models import RegistrationRow
 
 T = TypeVar("T")
@@ -478,6 +478,173 @@ def test_parallel_refreshes_of_one_token_all_succeed_within_grace(store: Store) 
     grant = store.get_grant(grant_id)
     assert grant is not None
     assert grant.revoked_at is None
+
+
+def exchange(
+    store: Store, refresh: str, *, now: int, grace: int, grant_id: str | None = None
+) -> tuple[str, str] | str:
+    """One refresh as the token endpoint does it: rotate, then issue the successor pair.
+
+    Returns the new ``(access, refresh)``, or the outcome that refused it
+    ("reused", "invalid", or "reused-at-issue" when issuing found the family forked)."""
+    rotation = store.rotate_refresh(refresh, client_id="portal", now=now, grace_seconds=grace)
+    if rotation.status != "ok":
+        return rotation.status
+    assert rotation.token is not None
+    assert rotation.grant is not None
+    assert grant_id is None or rotation.grant.id == grant_id
+    try:
+        access, new_refresh = store.issue_tokens(
+            grant_id=rotation.grant.id,
+            client_id="portal",
+            scope="openid offline_access",
+            now=now,
+            access_ttl=600,
+            refresh_ttl=86400,
+            parent_hash=rotation.token.token_hash,
+        )
+    except RefreshReused:
+        return "reused-at-issue"
+    assert new_refresh is not None
+    return access, new_refresh
+
+
+def live(store: Store, *raws: str, now: int) -> list[str]:
+    return [raw for raw in raws if store.active_token(raw, now=now) is not None]
+
+
+def test_b4_second_exchange_within_grace_revokes_the_first_successor(store: Store) -> None:
+    """B4: a retry inside the grace window leaves one live successor, the newest."""
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    first = exchange(store, refresh, now=NOW + 10, grace=5, grant_id=grant_id)
+    second = exchange(store, refresh, now=NOW + 12, grace=5, grant_id=grant_id)
+    assert isinstance(first, tuple)
+    assert isinstance(second, tuple)
+
+    assert live(store, *first, *second, now=NOW + 13) == list(second)
+    # The first successor is refused without harming the family (it was never used).
+    assert exchange(store, first[1], now=NOW + 13, grace=5) == "invalid"
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at is None
+    assert isinstance(exchange(store, second[1], now=NOW + 14, grace=5), tuple)
+
+
+def test_b4_retry_after_the_successor_was_used_revokes_the_family(store: Store) -> None:
+    """B4: within the window, but the client already used the successor: that is a reuse."""
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    first = exchange(store, refresh, now=NOW + 10, grace=5)
+    assert isinstance(first, tuple)
+    third = exchange(store, first[1], now=NOW + 11, grace=5)
+    assert isinstance(third, tuple)
+
+    assert exchange(store, refresh, now=NOW + 12, grace=5) == "reused"
+    assert live(store, *first, *third, now=NOW + 12) == []
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 12
+
+
+def test_b4_issuing_after_a_successor_was_used_revokes_the_family(store: Store) -> None:
+    """B4: two exchanges of one token race; the winner's successor is used before the
+    other's tokens are issued. Issuing then finds the fork and revokes the family."""
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    winner = store.rotate_refresh(refresh, client_id="portal", now=NOW + 10, grace_seconds=5)
+    late = store.rotate_refresh(refresh, client_id="portal", now=NOW + 10, grace_seconds=5)
+    assert (winner.status, late.status) == ("ok", "ok")
+    assert winner.token is not None
+    assert late.token is not None
+    parent = winner.token.token_hash
+    access, successor = store.issue_tokens(
+        grant_id=grant_id,
+        client_id="portal",
+        scope="openid offline_access",
+        now=NOW + 10,
+        access_ttl=600,
+        refresh_ttl=86400,
+        parent_hash=parent,
+    )
+    assert successor is not None
+    used = exchange(store, successor, now=NOW + 11, grace=5)
+    assert isinstance(used, tuple)
+
+    with pytest.raises(RefreshReused):
+        store.issue_tokens(
+            grant_id=grant_id,
+            client_id="portal",
+            scope="openid offline_access",
+            now=NOW + 11,
+            access_ttl=600,
+            refresh_ttl=86400,
+            parent_hash=late.token.token_hash,
+        )
+    assert live(store, access, successor, *used, now=NOW + 12) == []
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 11
+
+
+def test_b4_parallel_exchanges_without_grace_one_wins_then_the_family_is_revoked(
+    store: Store,
+) -> None:
+    """B4 with grace 0 (the default): of 10 parallel refreshes one is exchanged, the
+    other nine are reuses, and reuse revokes the family, the winner's tokens too."""
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    outcomes = parallel(10, lambda: exchange(store, refresh, now=NOW + 1, grace=0))
+    issued = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(issued) == 1
+    refused = [o for o in outcomes if isinstance(o, str)]
+    # The first reuse revokes the grant; later ones find it revoked already.
+    assert "reused" in refused
+    assert set(refused) <= {"reused", "invalid"}
+    assert live(store, refresh, *issued[0], now=NOW + 2) == []
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at is not None
+
+
+def test_b4_parallel_exchanges_within_grace_leave_exactly_one_live_chain(store: Store) -> None:
+    """B4 with a grace window: 10 parallel refreshes all get tokens, but only the pair
+    issued last stays live (each issue revokes the ones before it, in any process)."""
+    grant_id = new_grant(store)
+    _, refresh = issue(store, grant_id)
+    outcomes = parallel(10, lambda: exchange(store, refresh, now=NOW + 1, grace=5))
+    assert all(isinstance(o, tuple) for o in outcomes), outcomes
+    pairs = [o for o in outcomes if isinstance(o, tuple)]
+    alive = [pair for pair in pairs if live(store, *pair, now=NOW + 2)]
+    assert len(alive) == 1
+    assert live(store, *alive[0], now=NOW + 2) == list(alive[0])
+    dead = [raw for pair in pairs if pair is not alive[0] for raw in pair]
+    assert live(store, *dead, now=NOW + 2) == []
+    assert isinstance(exchange(store, alive[0][1], now=NOW + 3, grace=5), tuple)
+    grant = store.get_grant(grant_id)
+    assert grant is not None
+    assert grant.revoked_at is None
+
+
+def test_refresh_pair_may_have_a_narrower_access_token(store: Store) -> None:
+    """RFC 6749 §6: the access token of a refresh may be narrowed; the refresh token
+    keeps its scope. One call, so both share one parent."""
+    grant_id = new_grant(store)
+    access, refresh = store.issue_tokens(
+        grant_id=grant_id,
+        client_id="portal",
+        scope="openid",
+        refresh_scope="openid offline_access",
+        now=NOW,
+        access_ttl=600,
+        refresh_ttl=86400,
+    )
+    assert refresh is not None
+    found_access = store.active_token(access, now=NOW)
+    found_refresh = store.active_token(refresh, now=NOW)
+    assert found_access is not None
+    assert found_refresh is not None
+    assert (found_access[0].scope, found_refresh[0].scope) == ("openid", "openid offline_access")
 
 
 def test_revoking_an_access_token_revokes_only_it(store: Store) -> None:
