@@ -167,7 +167,7 @@ def create_demo_client(issuer: str, client_id: str = CLIENT_ID) -> Starlette:
                 "title": "Forgot your password?",
                 "message": "In a real deployment this link opens iMIS's own password reset page "
                 "([ui] forgot_password_url). In the demo every person's password is "
-                "printed by `bridge demo` when it starts.",
+                "listed in the terminal where the demo was started.",
             },
         )
 

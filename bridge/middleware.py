@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.errors import BridgeError, PayloadTooLarge, RetryLater
+from bridge.errors import BridgeError, InvalidRegistration, PayloadTooLarge, RetryLater
 
 log = logging.getLogger("bridge.http")
 
@@ -105,14 +105,33 @@ def error_response(request: Request, exc: BridgeError) -> Response:
     return render(
         request,
         "error.html",
-        {"title": exc.title, "message": exc.message, "retry_after": headers.get("retry-after")},
+        {
+            "title": exc.title,
+            "message": exc.message,
+            "retry_after": headers.get("retry-after"),
+            "status": exc.status_code,
+        },
         status_code=exc.status_code,
         headers=headers,
     )
 
 
+#: What a person sees when the registration they are using cannot be read.
+UNUSABLE_REGISTRATION = (
+    "Sign-in for this application is not set up correctly. The problem is on our side, "
+    "not yours: please let the association know."
+)
+
+
 async def _bridge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BridgeError)
+    if isinstance(exc, InvalidRegistration):
+        # No route writes a registration, so on a request this is a stored one that
+        # cannot be read (a hand-edited row, a secret the keyring cannot decrypt). Its
+        # reason names an administrator's command: that goes to the log, not to a member.
+        exc = BridgeError(
+            UNUSABLE_REGISTRATION, detail=f"a stored registration cannot be used: {exc.message}"
+        )
     if exc.status_code >= 500:
         log.warning(
             "%s %s -> %d: %s",
@@ -128,8 +147,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     err = BridgeError(exc.detail if isinstance(exc.detail, str) else None)
     err.status_code = exc.status_code
-    err.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Bad request")
-    err.message = err.title if exc.status_code in (404, 405) else err.message
+    titles = {404: "Page not found", 405: "Method not allowed"}
+    err.title = titles.get(exc.status_code, "Bad request")
+    if exc.status_code == 404:
+        err.message = "There is no page at this address."
+    elif exc.status_code == 405:
+        err.message = err.title
     return error_response(request, err)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,12 +110,47 @@ class AdminSettings:
     users: tuple[str, ...] = ()
 
 
+#: The line under "Sign in to {app}"; ``{app}`` and ``{organization}`` are filled in.
+DEFAULT_SIGN_IN_SUBTITLE = "Use your {organization} iMIS account to continue to {app}."
+_SUBTITLE_PLACEHOLDERS = ("app", "organization")
+
+
 @dataclass(frozen=True, slots=True)
 class UiSettings:
     organization_name: str = "Your association"
     logo_url: str | None = None
     forgot_password_url: str | None = None
     support_email: str | None = None
+    sign_in_subtitle: str = DEFAULT_SIGN_IN_SUBTITLE
+
+    def sign_in_subtitle_for(self, app: str | None) -> str:
+        """The subtitle for signing in to ``app``; on the bridge's own sign-in page
+        (no app) ``{app}`` is the organization's name."""
+        name = self.organization_name
+        return self.sign_in_subtitle.format_map({"app": app or name, "organization": name})
+
+
+def _subtitle(value: Any, problems: Problems, key: str) -> Any:
+    """A text whose only placeholders are ``{app}`` and ``{organization}``."""
+    text = _str(value, problems, key)
+    if text is None:
+        return None
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError:
+        problems.add(key, "has a lone '{' or '}': write {{ or }} for a brace")
+        return None
+    allowed = " or ".join(f"{{{name}}}" for name in _SUBTITLE_PLACEHOLDERS)
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in _SUBTITLE_PLACEHOLDERS:
+            problems.add(key, f"unknown placeholder {{{name}}}: use {allowed}")
+            return None
+        if spec or conversion:
+            problems.add(key, f"placeholders take no format or conversion: write {allowed}")
+            return None
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +385,7 @@ _SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
             "logo_url": _optional_url,
             "forgot_password_url": _optional_url,
             "support_email": _optional_email,
+            "sign_in_subtitle": _subtitle,
         },
     ),
     "sessions": _section(SessionSettings, {"lifetime_seconds": _int, "idle_seconds": _int}),

@@ -337,37 +337,56 @@ def _return_to_problem(value: str, allowed: set[tuple[str, str, int]]) -> str | 
 
 # --- errors Zendesk reports -------------------------------------------------------
 
-_HINTS = (
+#: (words in Zendesk's message, what probably happened in a member's words, what
+#: an administrator does about it, for the log: ``{slug}`` is the registration).
+#: Commands for administrators never go on a member's page.
+_HINTS: tuple[tuple[tuple[str, ...], str, str | None], ...] = (
     (
         ("signature",),
         "The shared secret no longer matches: someone probably pressed Reset in Zendesk. "
-        "An administrator must paste the new secret into the bridge "
-        "(bridge registrations rotate-secret --secret-stdin).",
+        "An administrator must paste the new secret into the bridge.",
+        "paste Zendesk's new shared secret with "
+        "`bridge registrations rotate-secret {slug} --secret-stdin`",
     ),
     (
         ("expired", "iat", "clock", "time"),
         "Zendesk thinks the sign-in token is too old or from the future: the clock of the "
         "bridge server is probably wrong. An administrator should check that it uses NTP.",
+        "check that the bridge server's clock is synchronised (NTP)",
     ),
     (
         ("jti", "already", "replay", "used"),
         "This sign-in token was already used. Go back to the help center and sign in again.",
+        None,
     ),
     (
         ("phone",),
         "Zendesk refused the phone number from iMIS. An administrator can correct it in iMIS.",
+        "correct the person's phone number in iMIS",
     ),
     (
         ("email",),
         "Zendesk refused the email address from iMIS. An administrator can correct it in iMIS.",
+        "correct the person's email address in iMIS",
     ),
 )
 
 
+def _hint_for(message: str) -> tuple[str, str | None] | None:
+    text = message.lower()
+    for words, hint, remedy in _HINTS:
+        if any(re.search(rf"\b{re.escape(w)}", text) for w in words):
+            return hint, remedy
+    return None
+
+
 def error_hint(message: str) -> str | None:
     """What probably went wrong, in plain words, for an error message Zendesk sent back."""
-    text = message.lower()
-    for words, hint in _HINTS:
-        if any(re.search(rf"\b{re.escape(w)}", text) for w in words):
-            return hint
-    return None
+    found = _hint_for(message)
+    return found[0] if found else None
+
+
+def admin_remedy(message: str, slug: str) -> str | None:
+    """What an administrator should do about that error (for the log, never a page)."""
+    found = _hint_for(message)
+    return found[1].format(slug=slug) if found and found[1] else None

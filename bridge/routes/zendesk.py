@@ -29,7 +29,13 @@ from bridge.access import check_access, identity_for, imis_unavailable
 from bridge.connectors import Unavailable
 from bridge.errors import BadRequest, Forbidden, NotFound
 from bridge.identity import Identity
-from bridge.profiles.zendesk import MAX_RETURN_TO, build_jwt, error_hint, safe_return_to
+from bridge.profiles.zendesk import (
+    MAX_RETURN_TO,
+    admin_remedy,
+    build_jwt,
+    error_hint,
+    safe_return_to,
+)
 from bridge.registry import Registration
 from bridge.sessions import (
     CONTINUE_PATHS,
@@ -314,7 +320,13 @@ def _refused(
 
 def _zendesk_error(request: Request, registration: Registration, message: str) -> Response:
     message = "".join(c if c.isprintable() else " " for c in message[:MAX_ERROR_MESSAGE])
-    log.warning("zendesk reported an error: registration=%s message=%r", registration.slug, message)
+    remedy = admin_remedy(message, registration.slug)
+    log.warning(
+        "zendesk reported an error: registration=%s message=%r%s",
+        registration.slug,
+        message,
+        f" remedy: {remedy}" if remedy else "",
+    )
     # https://{subdomain}.zendesk.com, unless the server-only override (demo, tests) is set.
     zendesk = _settings(request).zendesk_origin(registration.zendesk.subdomain)
     return render(

@@ -3,8 +3,9 @@
 Open the demo Help Center, get sent to the bridge, sign in, land back signed in
 — with JavaScript (the form posts itself, with no CSP violation) and without
 (the person clicks the ``<noscript>`` button). Then the pages a person may see
-instead: each refusal, Zendesk's error report, the fallback pages. Screenshots
-go to ``screenshots/`` for people to look at.
+instead: each refusal, Zendesk's error report, the fallback pages, signing out;
+and the demo's OIDC client. axe-core checks each page; screenshots go to
+``screenshots/`` for people to look at.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page
 from bridge.app import create_app
 from bridge.demo import DEMO_ZENDESK_SLUG, DEMO_ZENDESK_SUBDOMAIN, write_demo_config
 from bridge.settings import load_settings
+from tests.support.accessibility import assert_accessible, non_text_contrast
 from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.browser
@@ -99,6 +101,7 @@ def test_the_loop_with_javascript(demo: Demo, page_js: Page, screenshots: Path) 
     assert "Signed in as Jane Doe" in page_js.inner_text(".zd-account")
     assert "23210" in page_js.inner_text("table.claims")
     page_js.screenshot(path=str(screenshots / "zendesk-demo-receiver.png"), full_page=True)
+    assert_accessible(page_js)
     assert problems == []  # no CSP violation: the script file ran, the form was allowed
 
     # A returning visitor (signed out of the demo Zendesk only) sees no login page.
@@ -115,6 +118,7 @@ def test_the_loop_without_javascript(demo: Demo, page_nojs: Page, screenshots: P
     button.wait_for()
     assert page_nojs.url.startswith(demo.remote_login)
     page_nojs.screenshot(path=str(screenshots / "zendesk-autopost-noscript.png"), full_page=True)
+    assert_accessible(page_nojs)
     button.click()
     page_nojs.wait_for_url(demo.help_center)
     assert "Signed in as Bob Smith" in page_nojs.inner_text(".zd-account")
@@ -147,6 +151,7 @@ def test_refusal_pages(
     assert response.status == status
     assert expected in page_nojs.inner_text("main")
     page_nojs.screenshot(path=str(screenshots / f"zendesk-refused-{shot}.png"), full_page=True)
+    assert_accessible(page_nojs)
 
 
 def test_zendesk_error_page(demo: Demo, page_nojs: Page, screenshots: Path) -> None:
@@ -159,12 +164,16 @@ def test_zendesk_error_page(demo: Demo, page_nojs: Page, screenshots: Path) -> N
     assert "shared secret" in main
     assert page_nojs.get_by_role("link", name="Sign in with your Zendesk password").is_visible()
     page_nojs.screenshot(path=str(screenshots / "zendesk-error.png"), full_page=True)
+    assert_accessible(page_nojs)
 
 
 def test_demo_fallback_page(demo: Demo, page_nojs: Page, screenshots: Path) -> None:
     page_nojs.goto(f"{demo.url}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/access/sso_bypass")
     assert "Not the real Zendesk" in page_nojs.inner_text("body")
     page_nojs.screenshot(path=str(screenshots / "zendesk-demo-sso-bypass.png"), full_page=True)
+    assert_accessible(page_nojs)
+    ring = non_text_contrast(page_nojs, ".zd-top a")["outline"]  # WCAG 1.4.11 on the dark bar
+    assert ring >= 3, ring
 
 
 def test_imis_unavailable_page(demo: Demo, page_nojs: Page, screenshots: Path) -> None:
@@ -182,3 +191,24 @@ def test_imis_unavailable_page(demo: Demo, page_nojs: Page, screenshots: Path) -
     assert response.headers["retry-after"] == "30"
     assert "try again" in page_nojs.inner_text("main")
     page_nojs.screenshot(path=str(screenshots / "zendesk-imis-unavailable.png"), full_page=True)
+    assert_accessible(page_nojs)
+
+
+def test_zendesk_signed_out_page(demo: Demo, page_nojs: Page, screenshots: Path) -> None:
+    page_nojs.goto(f"{demo.remote_login}/logout")
+    assert page_nojs.inner_text("h1") == "You are signed out"
+    assert page_nojs.get_by_role("link", name="Sign in to Demo Helpdesk again").is_visible()
+    page_nojs.screenshot(path=str(screenshots / "zendesk-signed-out.png"), full_page=True)
+    assert_accessible(page_nojs)
+
+
+def test_demo_client_pages(demo: Demo, page_js: Page, screenshots: Path) -> None:
+    page_js.goto(f"{demo.url}/_demo/client")
+    assert "You are not signed in to the portal" in page_js.inner_text("main")
+    assert_accessible(page_js)
+    page_js.get_by_role("link", name="Sign in with your iMIS account").click()
+    sign_in(page_js, "jdoe")
+    page_js.get_by_role("heading", name="Userinfo").wait_for()
+    assert "Signed in as Jane Doe" in page_js.inner_text("main")
+    page_js.screenshot(path=str(screenshots / "demo-client-signed-in.png"), full_page=True)
+    assert_accessible(page_js)

@@ -9,6 +9,7 @@ leak into (or in from) other test modules.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import statistics
 import time
@@ -26,7 +27,8 @@ import pytest
 from starlette.requests import Request
 
 from bridge import sessions
-from tests.support.bridge import Harness, running_bridge
+from bridge.settings import ConfigurationError, load_settings
+from tests.support.bridge import Harness, running_bridge, write_config
 
 PORTAL = """\
 name = "Member Portal"
@@ -236,6 +238,51 @@ def test_sign_in_page_without_forgot_password_url_has_no_such_link(
     assert "Forgot your password?" not in shown.text
     assert "<h1>Sign in</h1>" in shown.text
     assert "request" not in shown.fields
+
+
+def test_sign_in_subtitle_names_the_app_by_default(bridge: Harness, client: httpx.Client) -> None:
+    pending = create_pending(bridge)
+    shown = page(client.get("/login", params={"request": pending.raw_id}))
+    subtitle = "Use your Contoso Association iMIS account to continue to Member Portal."
+    assert f'<p class="lead">{subtitle}</p>' in shown.text
+    with bridge.client() as fresh:  # the bridge's own sign-in: no app to name
+        own = page(fresh.get("/login"))
+    assert "continue to Contoso Association.</p>" in own.text
+
+
+def test_sign_in_subtitle_is_set_in_ui(tmp_path: Path, new_database_url: Any) -> None:
+    extra = '[ui]\nsign_in_subtitle = "Members of {organization} <b>sign in</b> to {app}"\n'
+    with bridge_with(tmp_path, new_database_url, extra) as harness, harness.client() as client:
+        pending = create_pending(harness)
+        shown = page(client.get("/login", params={"request": pending.raw_id}))
+    expected = "Members of Contoso Association &lt;b&gt;sign in&lt;/b&gt; to Member Portal"
+    assert f'<p class="lead">{expected}</p>' in shown.text
+
+
+@pytest.mark.parametrize(
+    ("subtitle", "reason"),
+    [
+        ("Hello {name}", "unknown placeholder {name}: use {app} or {organization}"),
+        ("Hello {}", "unknown placeholder {}: use {app} or {organization}"),
+        ("{app.__class__}", "unknown placeholder {app.__class__}: use {app} or {organization}"),
+        ("{app!r}", "placeholders take no format or conversion: write {app} or {organization}"),
+        ("{app:>999}", "placeholders take no format or conversion: write {app} or {organization}"),
+        ("Sign in {here", "has a lone '{' or '}': write {{ or }} for a brace"),
+    ],
+)
+def test_sign_in_subtitle_placeholders_are_checked_at_load(
+    tmp_path: Path, subtitle: str, reason: str
+) -> None:
+    folder = write_config(
+        tmp_path,
+        issuer="http://127.0.0.1:8000",
+        database_url="sqlite:///bridge.db",
+        imis_url="simulator",
+        extra=f"[ui]\nsign_in_subtitle = {json.dumps(subtitle)}\n",
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(folder, env={})
+    assert [(p.key, p.reason) for p in caught.value.problems] == [("ui.sign_in_subtitle", reason)]
 
 
 def test_login_hint_prefills_the_username(bridge: Harness, client: httpx.Client) -> None:
