@@ -405,6 +405,25 @@ def test_add_zendesk_from_a_file_with_the_secret_on_stdin(
     assert ZENDESK_SECRET not in row.model_dump_json()
 
 
+def test_readme_helpdesk_example_is_self_contained(
+    run: Any, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's ``--file helpdesk.toml`` example shows the file it reads, and it works."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    heredoc = re.search(r"^cat > helpdesk\.toml <<'TOML'\n(.*?)^TOML$", readme, re.S | re.M)
+    assert heredoc, "README: the helpdesk.toml example file is not shown"
+    command = re.search(r"^printf .*\| bridge (registrations add helpdesk .*)$", readme, re.M)
+    assert command
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "helpdesk.toml").write_text(heredoc.group(1))
+    slug = unique("helpdesk")
+    argv = command.group(1).replace("add helpdesk", f"add {slug}").split()
+    result = run(*argv, "--config", config, stdin=ZENDESK_SECRET + "\n")
+    assert result.code == 0, result.err
+    shown = run("registrations", "show", slug, "--config", config, "--json").json()
+    assert (shown["profile"], shown["shared_secret_set"]) == ("zendesk", True)
+
+
 def test_add_from_a_file_expands_variables_and_reports_missing_ones(
     run: Any, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
