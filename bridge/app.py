@@ -87,7 +87,7 @@ def open_services(
         raise
     if users is None:
         base = imis_base_url
-        if base is None and settings.imis.uses_simulator:
+        if base is None and settings.demo and settings.imis.uses_simulator:
             base = f"{settings.issuer}/_demo/imis"
         users = ImisUserStore(settings.imis, base_url=base)
     return Services(
@@ -103,7 +103,11 @@ def create_app(
     extra_routes: list[BaseRoute] | None = None,
     on_startup: Callable[[Services], None] | None = None,
 ) -> Starlette:
-    """The bridge as an ASGI app. ``users`` replaces the iMIS connector (tests, other sources)."""
+    """The bridge as an ASGI app. ``users`` replaces the iMIS connector (tests, other sources).
+
+    The ``/_demo/*`` pages, the iMIS simulator among them, are mounted only for
+    ``settings.demo``, which only ``bridge demo`` can set (``bridge serve`` refuses it).
+    """
     from bridge.middleware import SecurityHeadersMiddleware, error_handlers
     from bridge.routes import all_routes
 
@@ -114,7 +118,7 @@ def create_app(
 
         routes.append(Mount("/_demo/client", app=create_demo_client(settings.issuer)))
         routes.append(mount_demo_zendesk())
-    if settings.imis.uses_simulator and imis_base_url is None and users is None:
+    if settings.demo and settings.imis.uses_simulator and imis_base_url is None and users is None:
         from bridge.connectors.simulator import create_simulator
 
         routes.append(Mount("/_demo/imis", app=create_simulator()))
@@ -151,5 +155,9 @@ def create_app(
 
 
 def create_app_from_env() -> Starlette:
-    """uvicorn factory for ``bridge serve --workers N``: reads ``BRIDGE_CONFIG_DIR``."""
+    """uvicorn factory for ``bridge serve --workers N``: reads ``BRIDGE_CONFIG_DIR``.
+
+    Each worker process calls it; uvicorn has already applied ``bridge serve``'s
+    logging configuration there (its ``log_config``).
+    """
     return create_app(load_settings(os.environ.get("BRIDGE_CONFIG_DIR", "config")))

@@ -6,6 +6,8 @@ success and non-zero with a one-line reason otherwise; configuration problems
 are printed one per line, naming file, key and reason. Secrets are read from
 standard input (``--secret-stdin``) so they never land in shell history, and
 are never printed back, except a newly generated client secret, shown once.
+Only ``serve`` and ``check-config`` need every ``${ENV}`` of the configuration
+set; every other command names the keys it reads and needs only their variables.
 """
 
 from __future__ import annotations
@@ -36,11 +38,25 @@ def _fail(message: str, code: int = EXIT_FAIL) -> int:
     return code
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    """The settings of ``--config``, registration files included: every problem at once."""
+def _settings(args: argparse.Namespace, uses: Sequence[str] | None = None) -> Settings:
+    """The settings of ``--config``, registration files included: every problem at once.
+
+    ``uses``: the keys (or sections) of bridge.toml the command reads. Only their
+    ``${ENV}`` must be set, and a registration's secret may stay unset (the
+    command fails naming the variable if it does use it). None, for ``serve``
+    and ``check-config``: every variable must be set and the demo is refused.
+    """
     from bridge.registry import check_file_registrations
 
-    return load_settings(args.config, check_registrations=check_file_registrations)
+    settings = load_settings(
+        args.config,
+        check_registrations=check_file_registrations,
+        allow_demo=uses is not None,
+        resolve_env=uses is None,
+    )
+    if uses is not None:
+        settings.require(*uses)
+    return settings
 
 
 def _print_problems(exc: ConfigurationError) -> int:
@@ -57,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bridge.app import create_app, open_services
-    from bridge.logs import configure_logging
+    from bridge.logs import configure_logging, logging_config
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -72,6 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "forwarded_allow_ips": args.forwarded_allow_ips,
         "server_header": False,
         "log_level": settings.log_level,
+        # Applied by uvicorn in every worker process, not only in this one.
+        "log_config": logging_config(settings.log_level),
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }
@@ -90,7 +108,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from bridge.app import build_registry
     from bridge.keys import hash_secret
     from bridge.registry import load_file_registrations
 
@@ -99,27 +116,64 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     files = load_file_registrations(settings.registrations, sink, hash_secret=hash_secret)
     if sink:
         raise ConfigurationError(sink)
-    if args.database:
-        from bridge.keys import KeyStore
-        from bridge.storage.db import Database
-        from bridge.storage.repo import Store
-
-        db = Database(settings.database_url)
-        try:
-            db.ensure_schema(auto_upgrade=False)
-            build_registry(settings, Store(db), KeyStore.load_or_create(settings.keys_dir))
-        finally:
-            db.dispose()
+    notes = _check_database(settings, files) if args.database else []
     print(f"configuration OK: issuer {settings.issuer}, {len(files)} registration(s) in files")
     for reg in files:
         print(f"  {reg.slug:<24} {reg.profile:<8} {reg.name}")
+    for note in notes:
+        print(note)
     return EXIT_OK
+
+
+def _check_database(settings: Settings, files: Sequence[Any]) -> list[str]:
+    """``check-config --database``: schema, keys and stored registrations, as the
+    server would find them at start. Creates nothing; returns notes to print."""
+    from sqlalchemy.engine import make_url
+
+    from bridge.keys import KeyStore, hash_secret
+    from bridge.registry import Registry
+    from bridge.storage.db import Database, SchemaAhead, SchemaBehind
+    from bridge.storage.repo import Store
+
+    notes: list[str] = []
+    if settings.keys_dir.exists():
+        KeyStore.open(settings.keys_dir)  # readable, or a KeyStoreError naming the problem
+    else:
+        notes.append(f"keys: {settings.keys_dir} is created on first start")
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").exists():
+        notes.append(f"database: {url.database} is created on first start")
+        return notes
+    db = Database(settings.database_url)
+    try:
+        state = db.schema_state()
+        if state == "ahead":
+            raise SchemaAhead
+        if state != "current":
+            if db.backend != "sqlite":
+                raise SchemaBehind
+            notes.append(f"database: schema {state}; SQLite upgrades it on first start")
+            return notes
+        # Stored registrations that clash with a file (no secret is read for this).
+        registry = Registry(
+            files, Store(db), hash_secret=hash_secret, encrypt=_unused, decrypt=_unused
+        )
+        clashes = registry.conflicts()
+        if clashes:
+            raise ConfigurationError(clashes)
+    finally:
+        db.dispose()
+    return notes
+
+
+def _unused(secret: str) -> str:
+    raise AssertionError("check-config reads no stored secret")
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bridge.storage.db import Database
 
-    settings = _settings(args)
+    settings = _settings(args, uses=("database_url",))
     db = Database(settings.database_url)
     try:
         before = db.schema_state()
@@ -159,7 +213,7 @@ def cmd_db_purge(args: argparse.Namespace) -> int:
 def cmd_imis_check(args: argparse.Namespace) -> int:
     from bridge.connectors.check import run_check
 
-    settings = _settings(args)
+    settings = _settings(args, uses=("imis",))
     return run_check(settings.imis, args.user)  # "simulator": checks the built-in one in-process
 
 
@@ -175,7 +229,7 @@ def cmd_imis_simulator(args: argparse.Namespace) -> int:
 def _open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     from bridge.app import open_services
 
-    settings = _settings(args)
+    settings = _settings(args, uses=("database_url", "keys_dir"))
     services = open_services(settings, users=cast(UserStore, _NoUsers()))
     return services, services.registry
 
@@ -413,7 +467,7 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
 def cmd_keys(args: argparse.Namespace) -> int:
     from bridge import keys
 
-    settings = _settings(args)
+    settings = _settings(args, uses=("keys_dir", "tokens"))
     if args.action == "list":
         return keys.cmd_list(settings.keys_dir, args.json)
     # Every token signed with the old key must expire first, plus a margin for

@@ -105,7 +105,7 @@ def run_demo(port: int, folder: Path) -> int:
 
     # The demo's configuration is complete in itself: BRIDGE_* variables of the
     # shell (meant for a real deployment) must not redirect it.
-    settings = load_settings(write_demo_config(folder, port), env={})
+    settings = load_settings(write_demo_config(folder, port), env={}, allow_demo=True)
     configure_logging(settings.log_level)
     base = settings.issuer
     print(

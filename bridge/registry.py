@@ -7,23 +7,33 @@ both. Each registration's own keys are validated by its profile type; this
 module validates the common keys, hashes RP client secrets and encrypts Zendesk
 shared secrets before anything is stored. Stored registrations are read from
 the database on every look-up, so an edit (a new Zendesk secret, say) takes
-effect on the next request on every instance without a restart.
+effect on the next request on every instance without a restart. A file's secret
+whose ``${VAR}`` a command left unset (see ``load_settings(resolve_env=False)``)
+stays unresolved here and fails, naming the variable, only if it is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
 from bridge.keys import SecretDecryptionError
 from bridge.profiles import COMMON_KEYS, AccessRule, parse_access, properties_needed
 from bridge.profiles import oidc as oidc_profile
 from bridge.profiles import zendesk as zendesk_profile
-from bridge.settings import Problem, Problems, RegistrationSource, is_valid_slug
+from bridge.settings import (
+    Problem,
+    Problems,
+    RegistrationSource,
+    Unresolved,
+    find_unresolved,
+    is_valid_slug,
+)
 from bridge.storage.models import RegistrationRow
 
 ProfileOptions = oidc_profile.OidcOptions | zendesk_profile.ZendeskOptions
@@ -169,6 +179,59 @@ def _discard_secret(secret: str) -> str:
     return "unused"
 
 
+#: The keys a registration file may leave unresolved: only serving uses them.
+_SECRET_KEYS = frozenset({"client_secret", "shared_secret"})
+#: Stands in for an unresolved secret while the rest of the registration is checked.
+_PLACEHOLDER_SECRET = "unresolved-" + "x" * 53
+#: A client secret hash no secret verifies against (its scheme is not a hash scheme).
+_UNRESOLVED_HASH = "unresolved$$"
+
+
+class UnresolvedSecret(str):
+    """A Zendesk shared secret whose ``${VAR}`` was left unset: signing or storing
+    with it raises :class:`~bridge.settings.ConfigurationError` naming the variable."""
+
+    unresolved: Unresolved
+
+    def __new__(cls, unresolved: Unresolved) -> Self:
+        text = super().__new__(cls, "(unresolved)")
+        text.unresolved = unresolved
+        return text
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        raise self.unresolved.error()
+
+
+def _set_aside_unresolved(
+    data: Mapping[str, Any], sink: list[Problem]
+) -> tuple[dict[str, Any], Unresolved | None] | None:
+    """``data`` with an unresolved secret replaced by a placeholder, and that secret's
+    :class:`Unresolved`; None (problems in ``sink``) if another value is unresolved."""
+    out = dict(data)
+    secret: Unresolved | None = None
+    usable = True
+    for key, value in data.items():
+        pending = find_unresolved(value)
+        if pending is None:
+            continue
+        if key in _SECRET_KEYS and isinstance(value, Unresolved):
+            secret = pending
+            out[key] = _PLACEHOLDER_SECRET
+        else:
+            sink.extend(pending.problems)
+            usable = False
+    return (out, secret) if usable else None
+
+
+def _with_unresolved_secret(reg: Registration, secret: Unresolved) -> Registration:
+    options: ProfileOptions
+    if isinstance(reg.options, oidc_profile.OidcOptions):
+        options = dataclasses.replace(reg.options, client_secret_hash=_UNRESOLVED_HASH)
+    else:
+        options = dataclasses.replace(reg.options, shared_secret=UnresolvedSecret(secret))
+    return dataclasses.replace(reg, options=options)
+
+
 def load_file_registrations(
     sources: Sequence[RegistrationSource], sink: list[Problem], *, hash_secret: Callable[[str], str]
 ) -> list[Registration]:
@@ -177,11 +240,17 @@ def load_file_registrations(
     client_ids: dict[str, str] = {}
     for src in sources:
         problems = Problems(src.file, sink)
+        set_aside = _set_aside_unresolved(src.data, sink)
+        if set_aside is None:
+            continue
+        data, secret = set_aside
         reg = parse_registration(
-            src.slug, src.data, problems, hash_secret=hash_secret, source="file", file=src.file
+            src.slug, data, problems, hash_secret=hash_secret, source="file", file=src.file
         )
         if reg is None:
             continue
+        if secret is not None:
+            reg = _with_unresolved_secret(reg, secret)
         if reg.client_id is not None:
             if reg.client_id in client_ids:
                 problems.add(

@@ -1,7 +1,8 @@
 """Typed server settings, read from ``DIR/bridge.toml`` and ``DIR/registrations/*.toml``.
 
 This module owns the configuration *format*: which keys exist, their types and
-defaults, ``${ENV}`` expansion and ``BRIDGE_*`` overrides. It collects every
+defaults, ``${ENV}`` expansion (eager, or left unresolved for a command that
+does not use the value) and ``BRIDGE_*`` overrides. It collects every
 problem (file, key, reason) before giving up, so an operator fixes a config in
 one pass. It does not validate what a registration's profile means: that lives
 with the profile (see :mod:`bridge.registry`). Nothing here runs at import time.
@@ -9,6 +10,7 @@ with the profile (see :mod:`bridge.registry`). Nothing here runs at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -54,6 +56,32 @@ class ConfigurationError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    """A value that names an unset ``${VAR}``, left unresolved by a command that may not use it.
+
+    Only :func:`load_settings` with ``resolve_env=False`` makes these. Using the
+    value raises :class:`ConfigurationError` with ``problems`` (one per variable).
+    """
+
+    problems: tuple[Problem, ...]
+
+    def error(self) -> ConfigurationError:
+        return ConfigurationError(list(self.problems))
+
+
+def find_unresolved(value: Any) -> Unresolved | None:
+    """The first :class:`Unresolved` in ``value`` (a string, list or table), if any."""
+    if isinstance(value, Unresolved):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        found = find_unresolved(item)
+        if found is not None:
+            return found
+    return None
+
+
 class Problems:
     """Collects problems for one file while it is being read.
 
@@ -71,10 +99,13 @@ class Problems:
     def add(self, key: str, reason: str, *, unset_env: bool = False) -> None:
         if not unset_env and self.has_unset_env(key):
             return
-        file = self.file
+        self._sink.append(self.make(key, reason, unset_env=unset_env))
+
+    def make(self, key: str, reason: str, *, unset_env: bool = False) -> Problem:
+        """The problem ``add`` would record, without recording it."""
         if key in self._from_env:
-            file, key = ENVIRONMENT, self._from_env[key]
-        self._sink.append(Problem(file, key, reason, unset_env=unset_env))
+            return Problem(ENVIRONMENT, self._from_env[key], reason, unset_env=unset_env)
+        return Problem(self.file, key, reason, unset_env=unset_env)
 
     def has(self, key: str) -> bool:
         """Whether ``key`` of this file already has a problem."""
@@ -90,7 +121,8 @@ class Problems:
 
 @dataclass(frozen=True, slots=True)
 class ImisSettings:
-    base_url: str = "simulator"
+    #: The iMIS site root; required. "simulator" (the built-in one) only in ``bridge demo``.
+    base_url: str = ""
     service_username: str | None = None
     service_password: str | None = field(default=None, repr=False)
     phone_region: str = "US"
@@ -185,7 +217,8 @@ class LoginSettings:
 
 @dataclass(frozen=True, slots=True)
 class RegistrationSource:
-    """A registration as written in a file, ``${ENV}`` already expanded."""
+    """A registration as written in a file, ``${ENV}`` already expanded (a value naming
+    an unset variable is an :class:`Unresolved` when loaded with ``resolve_env=False``)."""
 
     slug: str
     file: str
@@ -200,7 +233,8 @@ class Settings:
     keys_dir: Path = Path("keys")
     log_level: str = "info"
     #: Mounts the demo pages (/_demo/...): the built-in iMIS simulator, a demo OIDC
-    #: client and a demo Zendesk. Set by ``bridge demo``; never in production.
+    #: client and a demo Zendesk. Set by ``bridge demo``; refused by ``bridge serve``
+    #: and ``check-config`` (see ``load_settings(allow_demo=...)``).
     demo: bool = False
     #: Server-only override of ``https://{subdomain}.zendesk.com`` (demo and tests).
     #: ``{subdomain}`` in it is replaced. Never settable from a registration.
@@ -215,6 +249,21 @@ class Settings:
     tokens: TokenSettings = TokenSettings()
     login: LoginSettings = LoginSettings()
     registrations: tuple[RegistrationSource, ...] = ()
+    #: Keys of bridge.toml left unresolved (``load_settings(resolve_env=False)``):
+    #: they hold their default here, and :meth:`require` refuses them.
+    unresolved: tuple[tuple[str, Unresolved], ...] = ()
+
+    def require(self, *keys: str) -> None:
+        """Raise :class:`ConfigurationError` if a key (or section) in ``keys`` named an
+        unset ``${VAR}``: a command calls it with every key it reads."""
+        problems = [
+            problem
+            for key, value in self.unresolved
+            if any(key == k or key.startswith(f"{k}.") for k in keys)
+            for problem in value.problems
+        ]
+        if problems:
+            raise ConfigurationError(problems)
 
     @property
     def secure_cookies(self) -> bool:
@@ -425,22 +474,26 @@ _TOP: dict[str, Converter] = {
 # --- loading ----------------------------------------------------------------
 
 
-def expand_env(value: Any, problems: Problems, key: str, env: Mapping[str, str]) -> Any:
-    """Replace ``${NAME}`` in every string (recursively); a missing variable is a problem."""
+def expand_env(
+    value: Any, problems: Problems, key: str, env: Mapping[str, str], *, lazy: bool = False
+) -> Any:
+    """Replace ``${NAME}`` in every string (recursively); a missing variable is a problem.
+
+    ``lazy``: a string naming a missing variable becomes an :class:`Unresolved`
+    instead (its problems are raised only if the value is used).
+    """
     if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                problems.add(key, f"environment variable {name} is not set", unset_env=True)
-                return ""
-            return env[name]
-
-        return _ENV_REF.sub(sub, value)
+        missing = [m.group(1) for m in _ENV_REF.finditer(value) if m.group(1) not in env]
+        if missing and lazy:
+            reasons = dict.fromkeys(f"environment variable {name} is not set" for name in missing)
+            return Unresolved(tuple(problems.make(key, r, unset_env=True) for r in reasons))
+        for name in dict.fromkeys(missing):
+            problems.add(key, f"environment variable {name} is not set", unset_env=True)
+        return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), value)
     if isinstance(value, list):
-        return [expand_env(v, problems, f"{key}[{i}]", env) for i, v in enumerate(value)]
+        return [expand_env(v, problems, f"{key}[{i}]", env, lazy=lazy) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: expand_env(v, problems, _join(key, k), env) for k, v in value.items()}
+        return {k: expand_env(v, problems, _join(key, k), env, lazy=lazy) for k, v in value.items()}
     return value
 
 
@@ -502,7 +555,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _convert(
-    raw: Mapping[str, Any], schema: Mapping[str, Converter], problems: Problems, prefix: str
+    raw: Mapping[str, Any],
+    schema: Mapping[str, Converter],
+    problems: Problems,
+    prefix: str,
+    unresolved: dict[str, Unresolved],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in raw.items():
@@ -510,6 +567,10 @@ def _convert(
         converter = schema.get(key)
         if converter is None:
             problems.add(dotted, "unknown key")
+            continue
+        pending = find_unresolved(value)
+        if pending is not None:  # left at its default; Settings.require refuses it
+            unresolved[dotted] = pending
             continue
         converted = converter(value, problems, dotted)
         if converted is not None or value == "":
@@ -566,6 +627,8 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     check_registrations: Callable[[Sequence[RegistrationSource], list[Problem]], object]
     | None = None,
+    allow_demo: bool = False,
+    resolve_env: bool = True,
 ) -> Settings:
     """Read ``bridge.toml`` and ``registrations/*.toml`` under ``config_dir``.
 
@@ -573,6 +636,13 @@ def load_settings(
     mean (see :func:`bridge.registry.check_file_registrations`); it runs even when
     other problems were found, so one run reports them all. Raises
     :class:`ConfigurationError` listing every problem found.
+
+    ``allow_demo`` accepts ``demo = true`` and with it ``[imis] base_url =
+    "simulator"``: only ``bridge demo`` and commands that never serve pass it, so
+    ``bridge serve`` can never mount the demo pages. ``resolve_env=False`` leaves a
+    value naming an unset ``${VAR}`` unresolved instead of refusing it: a key of
+    bridge.toml keeps its default and is listed in ``Settings.unresolved`` (see
+    :meth:`Settings.require`), a registration value stays an :class:`Unresolved`.
     """
     env = os.environ if env is None else env
     config_dir = Path(config_dir).resolve()
@@ -584,28 +654,36 @@ def load_settings(
     raw = _merge(raw, env_raw)
     if overrides:
         raw = _merge(raw, overrides)
-    raw = expand_env(raw, problems, "", env)
+    raw = expand_env(raw, problems, "", env, lazy=not resolve_env)
 
+    unresolved: dict[str, Unresolved] = {}
     top_raw = {k: v for k, v in raw.items() if k not in _SECTIONS}
-    top = _convert(top_raw, _TOP, problems, "")
+    top = _convert(top_raw, _TOP, problems, "", unresolved)
     kwargs: dict[str, Any] = {}
     for name, (cls, schema) in _SECTIONS.items():
         section_raw = raw.get(name, {})
         if not isinstance(section_raw, dict):
             problems.add(name, "must be a table")
             continue
-        kwargs[name] = cls(**_convert(section_raw, schema, problems, name))
+        kwargs[name] = cls(**_convert(section_raw, schema, problems, name, unresolved))
 
     issuer = top.pop("issuer", None)
     if not issuer:
-        if not problems.has("issuer") and not problems.has(""):  # "" : the file is unreadable
+        if not (problems.has("issuer") or problems.has("") or "issuer" in unresolved):
+            # "" : the file is unreadable
             problems.add("issuer", "is required (the public base URL of the bridge)")
         issuer = "http://invalid"
     else:
         _check_issuer(issuer, problems)
+    if top.get("demo") and not allow_demo:
+        problems.add(
+            "demo",
+            "is set by `bridge demo` only: `bridge serve` never runs the demo pages "
+            "or the iMIS simulator (remove it)",
+        )
     imis: ImisSettings | None = kwargs.get("imis")
     if imis is not None:
-        _check_imis(imis, problems)
+        _check_imis(imis, problems, demo=bool(top.get("demo")), unresolved=unresolved)
     login: LoginSettings | None = kwargs.get("login")
     if login is not None and login.pending_per_address < 1:
         problems.add("login.pending_per_address", "must be at least 1")
@@ -617,7 +695,9 @@ def load_settings(
     if top["log_level"] not in {"debug", "info", "warning", "error"}:
         problems.add("log_level", "must be one of debug, info, warning, error")
 
-    registrations = tuple(_load_registrations(config_dir / "registrations", env, sink))
+    registrations = tuple(
+        _load_registrations(config_dir / "registrations", env, sink, lazy=not resolve_env)
+    )
     if check_registrations is not None:
         check_registrations(registrations, sink)
     if sink:
@@ -626,30 +706,64 @@ def load_settings(
         issuer=issuer.rstrip("/"),
         config_dir=config_dir,
         registrations=registrations,
+        unresolved=tuple(unresolved.items()),
         **top,
         **kwargs,
     )
 
 
-def _check_imis(imis: ImisSettings, problems: Problems) -> None:
-    if not imis.uses_simulator:
-        reason = url_problem(imis.base_url)
-        if reason:
+def is_local_host(host: str | None) -> bool:
+    """Whether ``host`` (as :func:`urlsplit` gives it) is this machine: localhost,
+    127.0.0.0/8 or ::1. Traffic to it never crosses a network."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_imis(
+    imis: ImisSettings, problems: Problems, *, demo: bool, unresolved: Mapping[str, Unresolved]
+) -> None:
+    key = "imis.base_url"
+    site = "your iMIS site root (https://...)"
+    if key in unresolved or problems.has(key):
+        pass
+    elif not imis.base_url:
+        if not problems.has(""):  # "" : the file is unreadable, so of course it is missing
+            problems.add(key, f"is required: {site}")
+    elif imis.uses_simulator:
+        if not demo:
             problems.add(
-                "imis.base_url",
-                f"{reason}: your iMIS site root or 'simulator', not {imis.base_url!r}",
+                key,
+                f"'simulator' (the demo's built-in iMIS) runs only in `bridge demo`: give {site}",
             )
+    elif reason := url_problem(imis.base_url):
+        problems.add(key, f"{reason}: {site}, not {imis.base_url!r}")
+    elif urlsplit(imis.base_url).scheme == "http" and not is_local_host(
+        urlsplit(imis.base_url).hostname
+    ):
+        problems.add(
+            key,
+            "must use https: passwords would cross the network in clear "
+            "(http is allowed only for localhost, 127.0.0.0/8 and ::1)",
+        )
     for given, missing in (
         ("service_username", "service_password"),
         ("service_password", "service_username"),
     ):
         key = f"imis.{missing}"
+        if key in unresolved or f"imis.{given}" in unresolved:
+            continue
         if getattr(imis, given) and not getattr(imis, missing) and not problems.has(key):
             problems.add(key, f"is required when imis.{given} is set (they go together)")
 
 
 def _load_registrations(
-    folder: Path, env: Mapping[str, str], sink: list[Problem]
+    folder: Path, env: Mapping[str, str], sink: list[Problem], *, lazy: bool = False
 ) -> list[RegistrationSource]:
     if not folder.is_dir():
         return []
@@ -664,7 +778,7 @@ def _load_registrations(
                 f"not one of {', '.join(sorted(RESERVED_SLUGS))})",
             )
             continue
-        data = expand_env(read_toml(path, problems), problems, "", env)
+        data = expand_env(read_toml(path, problems), problems, "", env, lazy=lazy)
         found.append(RegistrationSource(slug=slug, file=str(path), data=data))
     return found
 

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 
 from bridge.app import create_app
 from bridge.keys import KeyStore
-from bridge.settings import ConfigurationError, Settings, load_settings
+from bridge.settings import ConfigurationError, ImisSettings, Settings, load_settings
 from bridge.storage import Database
 from tests.conftest import DatabaseFactory
 from tests.storage.tcp_proxy import TcpProxy
@@ -23,6 +23,8 @@ from tests.support.bridge import write_config
 from tests.support.servers import serve
 
 UNREACHABLE = "postgresql+psycopg://bridge@127.0.0.1:1/bridge"
+#: The discard port: these tests sign nobody in, so iMIS is never called.
+NO_IMIS = "http://127.0.0.1:9"
 
 
 def settings_for(
@@ -36,7 +38,7 @@ def settings_for(
         folder,
         issuer="http://127.0.0.1:8000",
         database_url=database_url,
-        imis_url="simulator",
+        imis_url=NO_IMIS,
         registrations=registrations or {},
     )
     settings = load_settings(folder, {})
@@ -88,6 +90,17 @@ def test_create_app_touches_nothing_before_start(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
     assert any(settings.keys_dir.iterdir())
     assert (settings.config_dir / "data" / "bridge.db").exists()
+
+
+def test_the_simulator_is_mounted_only_for_the_demo(settings: Settings) -> None:
+    """Whatever [imis] says, only ``bridge demo``'s settings mount ``/_demo/*``."""
+
+    def demo_paths(app: Starlette) -> list[str]:
+        return [p for r in app.routes if (p := getattr(r, "path", "")).startswith("/_demo")]
+
+    simulated = replace(settings, imis=ImisSettings(base_url="simulator"))
+    assert demo_paths(create_app(simulated)) == []
+    assert "/_demo/imis" in demo_paths(create_app(replace(simulated, demo=True)))
 
 
 def test_healthz_answers(client: Running) -> None:

@@ -234,6 +234,104 @@ def test_check_config_with_database(run: Any, config: Path) -> None:
     assert result.code == 0, result.err
 
 
+def test_check_config_with_a_new_sqlite_file_says_it_is_created_and_creates_nothing(
+    run: Any, tmp_path: Path
+) -> None:
+    folder = make_config(tmp_path / "c", "sqlite:///data/bridge.db")
+    result = run("check-config", "--config", folder, "--database")
+    assert result.code == 0, result.err
+    assert f"database: {folder / 'data' / 'bridge.db'} is created on first start" in result.out
+    assert f"keys: {folder / 'keys'} is created on first start" in result.out
+    assert not (folder / "data").exists()
+    assert not (folder / "keys").exists()
+
+
+def test_check_config_with_an_sqlite_file_behind_says_it_upgrades_itself(
+    run: Any, tmp_path: Path, shared_keys: Path
+) -> None:
+    folder = make_config(tmp_path / "c", "sqlite:///bridge.db", shared_keys)
+    (folder / "bridge.db").touch()  # an empty SQLite database: no schema yet
+    result = run("check-config", "--config", folder, "--database")
+    assert result.code == 0, result.err
+    assert "database: schema empty; SQLite upgrades it on first start" in result.out
+    with Database(f"sqlite:///{folder / 'bridge.db'}") as db:
+        assert db.schema_state() == "empty"  # checked, not upgraded
+
+
+def test_check_config_with_a_postgresql_schema_behind_names_the_upgrade(
+    run: Any, tmp_path: Path, empty_database_url: str, shared_keys: Path
+) -> None:
+    if not empty_database_url.startswith("postgresql"):
+        pytest.skip("needs PostgreSQL (set BRIDGE_TEST_DATABASE_URL)")
+    folder = make_config(tmp_path / "c", empty_database_url, shared_keys)
+    result = run("check-config", "--config", folder, "--database")
+    assert result.code == 1
+    assert "run `bridge db upgrade" in result.err
+
+
+# --- the iMIS simulator only in the demo ----------------------------------------------
+
+
+def test_check_config_refuses_a_configuration_without_imis(run: Any, tmp_path: Path) -> None:
+    """It used to pass, and ``serve`` then let the demo people sign in to real apps."""
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "bridge.toml").write_text('issuer = "https://sso.example.org"\n')
+    result = run("check-config", "--config", folder)
+    assert result.code == cli.EXIT_CONFIG
+    assert result.err.splitlines()[1:] == [
+        f"  {folder / 'bridge.toml'}: imis.base_url: is required: your iMIS site root (https://...)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "where"),
+    [
+        ("demo = true\n", {}, "bridge.toml: demo:"),
+        ("", {"BRIDGE_DEMO": "true"}, "environment: BRIDGE_DEMO:"),
+    ],
+    ids=["file", "environment"],
+)
+def test_serve_refuses_to_run_the_demo(
+    run: Any,
+    config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extra: str,
+    env: dict[str, str],
+    where: str,
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    main = config / "bridge.toml"
+    main.write_text(extra + main.read_text())
+    for command in ("serve", "check-config"):
+        result = run(command, "--config", config)
+        assert result.code == cli.EXIT_CONFIG, result.err
+        [problem] = result.err.splitlines()[1:]
+        assert where in problem
+        assert "is set by `bridge demo` only" in problem
+
+
+def test_commands_that_never_serve_work_on_the_demo_folder(
+    run: Any, tmp_path: Path, shared_keys: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from bridge.demo import DEMO_CLIENT_SLUG, write_demo_config
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started"))
+
+    folder = write_demo_config(tmp_path / "demo", 8123)
+    shutil.copytree(shared_keys, folder / "keys")
+    result = run("registrations", "list", "--config", folder)
+    assert result.code == 0, result.err
+    assert DEMO_CLIENT_SLUG in result.out
+    assert run("serve", "--config", folder).code == cli.EXIT_CONFIG
+
+
 # --- registrations ------------------------------------------------------------------------------
 
 
@@ -306,6 +404,25 @@ def test_add_zendesk_from_a_file_with_the_secret_on_stdin(
     assert row is not None
     assert row.secret_encrypted is not None
     assert ZENDESK_SECRET not in row.model_dump_json()
+
+
+def test_readme_helpdesk_example_is_self_contained(
+    run: Any, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's ``--file helpdesk.toml`` example shows the file it reads, and it works."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    heredoc = re.search(r"^cat > helpdesk\.toml <<'TOML'\n(.*?)^TOML$", readme, re.S | re.M)
+    assert heredoc, "README: the helpdesk.toml example file is not shown"
+    command = re.search(r"^printf .*\| bridge (registrations add helpdesk .*)$", readme, re.M)
+    assert command
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "helpdesk.toml").write_text(heredoc.group(1))
+    slug = unique("helpdesk")
+    argv = command.group(1).replace("add helpdesk", f"add {slug}").split()
+    result = run(*argv, "--config", config, stdin=ZENDESK_SECRET + "\n")
+    assert result.code == 0, result.err
+    shown = run("registrations", "show", slug, "--config", config, "--json").json()
+    assert (shown["profile"], shown["shared_secret_set"]) == ("zendesk", True)
 
 
 def test_add_from_a_file_expands_variables_and_reports_missing_ones(
@@ -759,6 +876,85 @@ def test_serve_with_a_bad_config_does_not_start(
     result = run("serve", "--config", folder)
     assert result.code == cli.EXIT_CONFIG
     assert "tokens.foo: unknown key" in result.err
+
+
+# --- a command needs only the variables it uses -------------------------------------------------
+
+
+@pytest.fixture
+def example_config(tmp_path: Path, shared_keys: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the repository's example configuration, with none of its variables set."""
+    for name in EXAMPLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "config"
+    shutil.copytree(REPO_CONFIG, folder)
+    shutil.copytree(shared_keys, tmp_path / "keys")  # its keys_dir is "../keys"
+    return folder
+
+
+def test_registrations_commands_need_no_secret_in_the_environment(
+    run: Any, example_config: Path
+) -> None:
+    listed = run("registrations", "list", "--config", example_config)
+    assert listed.code == 0, listed.err
+    assert "contoso-helpdesk" in listed.out
+    assert "member-portal" in listed.out
+    portal = run("registrations", "show", "member-portal", "--config", example_config, "--json")
+    assert portal.code == 0, portal.err
+    assert portal.json()["client_type"] == "confidential"
+    desk = run("registrations", "show", "contoso-helpdesk", "--config", example_config, "--json")
+    assert desk.json()["shared_secret_set"] is True
+    slug = unique("app")
+    assert add_oidc(run, example_config, slug).code == 0
+    edited = run("registrations", "edit", slug, "--config", example_config, "--set", "name=App")
+    assert edited.code == 0, edited.err
+    assert run("registrations", "rotate-secret", slug, "--config", example_config).code == 0
+    assert run("registrations", "remove", slug, "--config", example_config).code == 0
+
+
+def test_keys_commands_need_no_secret_in_the_environment(run: Any, example_config: Path) -> None:
+    listed = run("keys", "list", "--config", example_config)
+    assert listed.code == 0, listed.err
+    rotated = run("keys", "rotate", "--config", example_config, "--alg", "ES256")
+    assert rotated.code == 0, rotated.err
+
+
+def test_db_upgrade_needs_no_secret_in_the_environment(run: Any, example_config: Path) -> None:
+    result = run("db", "upgrade", "--config", example_config)
+    assert result.code == 0, result.err
+    assert "was empty, now current" in result.out
+
+
+def test_a_command_names_the_unset_variable_of_a_value_it_uses(
+    run: Any, example_config: Path
+) -> None:
+    main = example_config / "bridge.toml"
+    main.write_text(main.read_text().replace('"sqlite:///../bridge.db"', '"${DATABASE_URL}"'))
+    result = run("db", "upgrade", "--config", example_config)
+    assert result.code == cli.EXIT_CONFIG
+    assert result.err.splitlines()[1:] == [
+        f"  {main.resolve()}: database_url: environment variable DATABASE_URL is not set"
+    ]
+    assert not (example_config / "bridge.db").exists()  # no default used in its place
+    imis = run("imis", "check", "--config", example_config)
+    assert imis.code == cli.EXIT_CONFIG
+    problems = imis.err.splitlines()[1:]
+    for name in ("IMIS_BASE_URL", "IMIS_SERVICE_USER", "IMIS_SERVICE_PASSWORD"):
+        assert sum(f"environment variable {name} is not set" in p for p in problems) == 1
+    assert len(problems) == 3
+
+
+def test_serve_still_needs_every_variable(
+    run: Any, example_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started"))
+    result = run("serve", "--config", example_config)
+    assert result.code == cli.EXIT_CONFIG
+    problems = result.err.splitlines()[1:]
+    for name in EXAMPLE_VARIABLES:
+        assert sum(f"environment variable {name} is not set" in p for p in problems) == 1
 
 
 # --- help -----------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def unique(prefix: str) -> str:
 
 def file_config(folder: Path, registrations: dict[str, str]) -> Path:
     (folder / "registrations").mkdir(parents=True)
-    (folder / "bridge.toml").write_text('issuer = "https://sso.example.org"\n')
+    (folder / "bridge.toml").write_text(
+        'issuer = "https://sso.example.org"\n[imis]\nbase_url = "https://example.imiscloud.com"\n'
+    )
     for slug, text in registrations.items():
         (folder / "registrations" / f"{slug}.toml").write_text(textwrap.dedent(text))
     return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from bridge.settings import (
 )
 
 ISSUER = 'issuer = "https://sso.example.org"\n'
+IMIS = 'base_url = "https://example.imiscloud.com"\n'
 PORTAL = """\
     name = "Member Portal"
     profile = "oidc"
@@ -36,9 +38,19 @@ HELPDESK = """\
     """
 
 
+def with_imis(main: str) -> str:
+    """``main`` with the required ``[imis] base_url``, unless it says something of its own."""
+    if re.search(r"^imis\s*=|^\[imis\][^\[]*^base_url", main, re.MULTILINE):
+        return main
+    if re.search(r"^\[imis\]$", main, re.MULTILINE):
+        return re.sub(r"^\[imis\]\n", "[imis]\n" + IMIS, main, count=1, flags=re.MULTILINE)
+    return main + "\n[imis]\n" + IMIS
+
+
 def write(folder: Path, main: str = ISSUER, registrations: Mapping[str, str] | None = None) -> Path:
+    """A config folder; ``main`` gets the required ``[imis] base_url`` (see :func:`with_imis`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bridge.toml").write_text(textwrap.dedent(main))
+    (folder / "bridge.toml").write_text(with_imis(textwrap.dedent(main)))
     if registrations is not None:
         (folder / "registrations").mkdir(exist_ok=True)
         for name, text in registrations.items():
@@ -68,7 +80,8 @@ def only_problem(folder: Path, env: Mapping[str, str] | None = None) -> Problem:
 def test_minimal_config_loads_with_documented_defaults(tmp_path: Path) -> None:
     settings = load(write(tmp_path))
     assert settings.issuer == "https://sso.example.org"
-    assert settings.imis.uses_simulator
+    assert settings.imis.base_url == "https://example.imiscloud.com"
+    assert not settings.demo
     assert settings.tokens.code_seconds == 60
     assert settings.login.device_cookie_seconds == 365 * 24 * 3600
     assert settings.login.pending_per_address == 50
@@ -277,6 +290,191 @@ def test_service_username_without_password_is_refused(tmp_path: Path) -> None:
 def test_service_password_without_username_is_refused(tmp_path: Path) -> None:
     problem = only_problem(write(tmp_path, ISSUER + '[imis]\nservice_password = "pw"\n'))
     assert problem.key == "imis.service_username"
+
+
+# --- [imis] base_url: required; the simulator only in the demo --------------------
+
+
+def test_imis_base_url_is_required(tmp_path: Path) -> None:
+    """Without it, the bridge used to run the demo's simulator: demo people could sign in."""
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "bridge.toml").write_text(ISSUER)  # no [imis] at all
+    problem = only_problem(tmp_path)
+    assert (problem.file, problem.key) == (str(tmp_path / "bridge.toml"), "imis.base_url")
+    assert problem.reason == "is required: your iMIS site root (https://...)"
+
+
+@pytest.mark.parametrize("allow_demo", [False, True])
+def test_the_simulator_is_refused_outside_the_demo(tmp_path: Path, allow_demo: bool) -> None:
+    folder = write(tmp_path, ISSUER + '[imis]\nbase_url = "simulator"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(folder, {}, allow_demo=allow_demo)
+    [problem] = caught.value.problems
+    assert problem.key == "imis.base_url"
+    assert "runs only in `bridge demo`" in problem.reason
+
+
+def test_demo_is_refused_in_a_configuration_file(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + "demo = true\n"))
+    assert (problem.file, problem.key) == (str(tmp_path / "bridge.toml"), "demo")
+    assert problem.reason.startswith("is set by `bridge demo` only")
+
+
+def test_demo_is_refused_from_the_environment(tmp_path: Path) -> None:
+    problem = only_problem(write(tmp_path), {"BRIDGE_DEMO": "true"})
+    assert (problem.file, problem.key) == (ENVIRONMENT, "BRIDGE_DEMO")
+    assert problem.reason.startswith("is set by `bridge demo` only")
+
+
+def test_the_demo_loads_its_simulator_when_allowed(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + 'demo = true\n[imis]\nbase_url = "simulator"\n')
+    settings = load_settings(folder, {}, allow_demo=True)
+    assert settings.demo
+    assert settings.imis.uses_simulator
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.imiscloud.com",
+        "http://10.0.0.5:8080",
+        "http://127.0.0.1.example.org",
+        "http://localhost.example.org",
+        "http://[::2]",
+    ],
+)
+def test_plain_http_to_a_remote_imis_is_refused(tmp_path: Path, url: str) -> None:
+    """Members' passwords go to iMIS: never in clear over a network."""
+    problem = only_problem(write(tmp_path, ISSUER + f'[imis]\nbase_url = "{url}"\n'))
+    assert problem.key == "imis.base_url"
+    assert problem.reason.startswith("must use https: passwords would cross the network")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.imiscloud.com",
+        "http://localhost:8100",
+        "http://LOCALHOST:8100",
+        "http://127.0.0.1:8100",
+        "http://127.8.9.10",
+        "http://[::1]:8100/imis",
+    ],
+)
+def test_https_or_a_local_imis_is_accepted(tmp_path: Path, url: str) -> None:
+    settings = load(write(tmp_path, ISSUER + f'[imis]\nbase_url = "{url}"\n'))
+    assert settings.imis.base_url == url
+
+
+# --- ${ENV} left unresolved for commands that do not use it --------------------------
+
+
+SECRET_CONFIG = """\
+    issuer = "${PUBLIC_URL}"
+    database_url = "${DATABASE_URL}"
+    [imis]
+    base_url = "${IMIS_URL}"
+    service_username = "${IMIS_USER}"
+    service_password = "${IMIS_PASSWORD}"
+    """
+
+
+def lazy(folder: Path, env: Mapping[str, str] | None = None) -> Settings:
+    return load_settings(
+        folder, env or {}, check_registrations=check_file_registrations, resolve_env=False
+    )
+
+
+def test_unresolved_keys_are_listed_and_refused_only_when_required(tmp_path: Path) -> None:
+    folder = write(tmp_path, SECRET_CONFIG)
+    settings = lazy(folder, {"DATABASE_URL": "sqlite:///x.db"})
+    assert settings.database_url.endswith("/x.db")
+    assert {key for key, _ in settings.unresolved} == {
+        "issuer",
+        "imis.base_url",
+        "imis.service_username",
+        "imis.service_password",
+    }
+    settings.require("database_url", "keys_dir", "tokens")
+    with pytest.raises(ConfigurationError) as caught:
+        settings.require("imis")
+    assert [(p.key, p.reason) for p in caught.value.problems] == [
+        ("imis.base_url", "environment variable IMIS_URL is not set"),
+        ("imis.service_username", "environment variable IMIS_USER is not set"),
+        ("imis.service_password", "environment variable IMIS_PASSWORD is not set"),
+    ]
+    assert all(p.file == str(folder / "bridge.toml") for p in caught.value.problems)
+
+
+def test_an_unresolved_key_never_falls_back_to_its_default_silently(tmp_path: Path) -> None:
+    settings = lazy(write(tmp_path, SECRET_CONFIG))
+    with pytest.raises(ConfigurationError) as caught:
+        settings.require("database_url")
+    [problem] = caught.value.problems
+    assert (problem.key, problem.reason) == (
+        "database_url",
+        "environment variable DATABASE_URL is not set",
+    )
+
+
+def test_resolving_every_variable_is_still_the_default(tmp_path: Path) -> None:
+    problems = problems_of(write(tmp_path, SECRET_CONFIG))
+    assert len(problems) == 5
+    assert all(p.reason.startswith("environment variable") for p in problems)
+
+
+def test_unresolved_registration_secrets_keep_the_registration_usable(tmp_path: Path) -> None:
+    from bridge.registry import UnresolvedSecret, load_file_registrations
+
+    portal = PORTAL.replace('"portal-secret-0123456789"', '"${PORTAL_SECRET}"')
+    desk = HELPDESK.replace('"zendesk-shared-secret-0123456789abcdef"', '"${DESK_SECRET}"')
+    folder = write(tmp_path, registrations={"portal": portal, "desk": desk})
+    settings = lazy(folder)
+    sink: list[Problem] = []
+    regs = {
+        r.slug: r for r in load_file_registrations(settings.registrations, sink, hash_secret=str)
+    }
+    assert sink == []
+    assert regs["portal"].to_data()["client_type"] == "confidential"
+    assert regs["desk"].to_data()["shared_secret_set"] is True
+    secret = regs["desk"].zendesk.shared_secret
+    assert isinstance(secret, UnresolvedSecret)
+    with pytest.raises(ConfigurationError) as caught:
+        secret.encode("utf-8")  # what signing a Zendesk JWT does first
+    [problem] = caught.value.problems
+    assert problem.file == str(folder / "registrations" / "desk.toml")
+    assert (problem.key, problem.reason) == (
+        "shared_secret",
+        "environment variable DESK_SECRET is not set",
+    )
+
+
+def test_an_unresolved_client_secret_verifies_nothing(tmp_path: Path) -> None:
+    from bridge.keys import hash_secret, verify_secret
+    from bridge.registry import load_file_registrations
+
+    portal = PORTAL.replace('"portal-secret-0123456789"', '"${PORTAL_SECRET}"')
+    settings = lazy(write(tmp_path, registrations={"portal": portal}))
+    [reg] = load_file_registrations(settings.registrations, [], hash_secret=hash_secret)
+    stored = reg.oidc.client_secret_hash
+    assert stored is not None
+    assert not any(verify_secret(guess, stored) for guess in ("", "${PORTAL_SECRET}", stored))
+
+
+def test_other_unresolved_registration_values_are_still_problems(tmp_path: Path) -> None:
+    portal = PORTAL.replace('"member-portal"', '"${PORTAL_ID}"')
+    problem = only_problem_lazy(write(tmp_path, registrations={"portal": portal}))
+    assert (problem.key, problem.reason) == (
+        "client_id",
+        "environment variable PORTAL_ID is not set",
+    )
+
+
+def only_problem_lazy(folder: Path) -> Problem:
+    with pytest.raises(ConfigurationError) as caught:
+        lazy(folder)
+    [problem] = caught.value.problems
+    return problem
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,15 @@ answer" into the single :class:`DatabaseUnavailable`, and comparing or upgrading
 the schema with the Alembic revisions in :mod:`bridge.migrations`. It knows no
 table and runs no query of the application: that is :mod:`bridge.storage.repo`.
 Nothing connects at import time or on construction (which only creates a
-SQLite file's folder).
+SQLite file's folder). A SQLite file is created mode 0600 (it holds personal
+data and token hashes), and SQLite gives its -wal and -shm files the same mode.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -279,7 +281,8 @@ def _sqlite_engine(
 ) -> Engine:
     if not url.database or url.database == ":memory:":
         raise ValueError("an in-memory SQLite database cannot be shared: use sqlite:///PATH")
-    Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(url.database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
     busy_ms = max(1, math.ceil(connect_timeout * 1000))
     engine = create_engine(
         url,
@@ -291,6 +294,11 @@ def _sqlite_engine(
         pool_timeout=pool_timeout,
         connect_args={"check_same_thread": False, "timeout": connect_timeout},
     )
+
+    @event.listens_for(engine, "do_connect")
+    def _create_private(*_args: Any) -> None:
+        # Before sqlite3 would create the file with the process umask (often 0644).
+        _create_private_file(path)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -315,6 +323,15 @@ def _sqlite_engine(
         connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _create_private_file(path: Path) -> None:
+    """Create an empty ``path`` readable by its owner only, unless it exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def _postgresql_engine(

@@ -45,7 +45,8 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     port = free_port()
-    settings = load_settings(write_demo_config(tmp_path_factory.mktemp("demo"), port), env={})
+    folder = write_demo_config(tmp_path_factory.mktemp("demo"), port)
+    settings = load_settings(folder, env={}, allow_demo=True)
     app = create_app(settings)
     with serve(app, port=port) as url:
         app.state.services.registry.add(

@@ -178,7 +178,7 @@ def test_unknown_subdomain_is_a_404(setup: Setup) -> None:
 
 def test_the_demo_bridge_mounts_the_demo_zendesk_and_the_loop_closes(tmp_path: Path) -> None:
     port = free_port()
-    settings = load_settings(write_demo_config(tmp_path / "demo", port), env={})
+    settings = load_settings(write_demo_config(tmp_path / "demo", port), env={}, allow_demo=True)
     assert settings.demo
     with serve(create_app(settings), port=port) as url, httpx.Client(timeout=30) as browser:
         hc = f"{url}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/hc"

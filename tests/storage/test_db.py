@@ -144,6 +144,36 @@ def test_sqlite_file_gets_its_folder_and_settings(tmp_path: Path) -> None:
     }
 
 
+def test_sqlite_file_and_its_wal_are_readable_by_the_owner_only(tmp_path: Path) -> None:
+    """It holds names, emails, phones and token hashes: 0600, like the keys."""
+    import os
+    import stat
+
+    path = tmp_path / "bridge.db"
+    old_umask = os.umask(0o022)  # the usual umask, which made the file 0644
+    try:
+        with Database(f"sqlite:///{path}") as database:
+            database.upgrade()
+            with database.engine.begin() as connection:  # a write: the WAL has content
+                connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            files = [path, path.with_name("bridge.db-wal"), path.with_name("bridge.db-shm")]
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+    finally:
+        os.umask(old_umask)
+    assert modes == dict.fromkeys(modes, 0o600)
+
+
+def test_an_existing_sqlite_file_keeps_its_mode(tmp_path: Path) -> None:
+    import stat
+
+    path = tmp_path / "bridge.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)  # the operator's choice (a backup group, say)
+    with Database(f"sqlite:///{path}") as database:
+        database.upgrade()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://u@h/db"])
 def test_unsupported_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="sqlite:///"):
