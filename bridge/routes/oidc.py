@@ -23,6 +23,7 @@ from bridge.access import check_access, identity_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
+from bridge.middleware import page_csp
 from bridge.oauth.authorize import (
     AuthorizationRequest,
     RedirectError,
@@ -478,7 +479,8 @@ async def end_session(request: Request) -> Response:
                     if k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
                 },
             },
-            headers=NO_STORE,
+            # The confirmation ends in a redirect to the (registered) post-logout URI.
+            headers={**NO_STORE, "content-security-policy": page_csp([post_logout or ""])},
         )
     if post_logout:
         response: Response = RedirectResponse(
