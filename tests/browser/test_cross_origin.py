@@ -38,7 +38,10 @@ def app_and_bridge(
     tmp_path_factory: pytest.TempPathFactory, database_url: str
 ) -> Iterator[tuple[RelyingParty, Harness]]:
     rp = new_relying_party()
-    registrations = {"cross-origin-app": rp.web_registration}
+    registrations = {
+        "cross-origin-app": rp.web_registration,
+        "cross-origin-spa": rp.spa_registration(),
+    }
     tmp: Path = tmp_path_factory.mktemp("cross-origin")
     with (
         running_bridge(tmp, database_url, registrations=registrations) as bridge,
@@ -166,3 +169,30 @@ def test_rp_initiated_logout_with_id_token_hint_needs_no_confirmation(
     member.page.goto(f"{rp.url}/logout")
     expect(member.page).to_have_url(f"{rp.url}/signed-out?state=bye", timeout=LANDING_MS)
     assert member.csp_errors() == []
+
+
+def test_browser_app_calls_token_and_userinfo_from_its_listed_origin(
+    rp: RelyingParty, bridge: Harness, member: Watched
+) -> None:
+    """A public client in the page: PKCE in script, the code redeemed with fetch() (CORS)."""
+    sign_in_with_password(member, bridge, f"{rp.url}/spa/")
+    status = member.page.locator("#status")
+    expect(status).to_have_text("signed in as Jane Doe", timeout=LANDING_MS)
+    assert member.page.url.startswith(f"{rp.url}/spa/?code=")
+    assert member.errors == []
+
+    # The same page on an origin the registration does not list is blocked.
+    token = member.page.evaluate("window.accessToken")
+    unlisted = rp.url.replace("localhost", "127.0.0.1")
+    member.page.goto(f"{unlisted}/spa/call?token={token}")
+    expect(member.page.locator("#userinfo")).to_have_text(
+        "blocked: TypeError: Failed to fetch", timeout=LANDING_MS
+    )
+    expect(member.page.locator("#token")).to_have_text("blocked: TypeError: Failed to fetch")
+    assert any("CORS policy" in e for e in member.errors)
+
+    # From the listed origin the same calls are read.
+    member.page.goto(f"{rp.url}/spa/call?token={token}")
+    expect(member.page.locator("#userinfo")).to_have_text("read: Jane Doe", timeout=LANDING_MS)
+    # A refused refresh, but its error is readable by the page.
+    expect(member.page.locator("#token")).to_have_text(re.compile(r"^read: [a-z_]+$"))

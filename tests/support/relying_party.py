@@ -83,8 +83,9 @@ class RelyingParty:
 
 def _page(title: str, body: str) -> HTMLResponse:
     return HTMLResponse(
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-        f"</head><body><h1>{title}</h1>{body}</body></html>",
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<link rel='icon' href='data:,'><title>{title}</title></head>"
+        f"<body><h1>{title}</h1>{body}</body></html>",
         headers={"cache-control": "no-store"},
     )
 
@@ -194,7 +195,8 @@ def new_relying_party() -> RelyingParty:
 
 
 # A public client in the page: PKCE S256 with WebCrypto, the code redeemed with fetch().
-_SPA = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>SPA</title></head>
+_SPA = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><title>SPA</title></head>
 <body><h1>SPA</h1><p id="status">starting</p><pre id="out"></pre>
 <script>
 const issuer = ISSUER;
@@ -236,7 +238,8 @@ const query = new URLSearchParams(location.search);
 </script></body></html>""".replace("%s", SPA_CLIENT_ID)
 
 # Calls the bridge's token-side endpoints from whatever origin serves it.
-_CALL = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call</title></head>
+_CALL = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<link rel="icon" href="data:,"><title>Call</title></head>
 <body><h1>Call</h1><p id="userinfo">pending</p><p id="token">pending</p>
 <script>
 const issuer = ISSUER;
