@@ -754,7 +754,7 @@ def test_serve_with_a_bad_config_does_not_start(
     [
         ((), ["serve", "demo", "check-config", "registrations", "keys", "db"]),
         (("serve",), ["--config", "--host", "--port", "--workers"]),
-        (("demo",), ["--port", "--dir"]),
+        (("demo",), ["--port", "--client-port", "--dir"]),
         (("check-config",), ["--config", "--database"]),
         (("db", "upgrade"), ["--config"]),
         (("imis", "check"), ["--config", "--user"]),
