@@ -327,19 +327,11 @@ def _oauth_error(err: _OAuthError) -> JSONResponse:
 
 async def _run_endpoint(request: Request, name: str | None) -> Response:
     """Run the token endpoint (``name=None``) or a named Authlib endpoint in a thread."""
-    response, _ = await _run_endpoint_with_form(request, name)
-    return response
-
-
-async def _run_endpoint_with_form(
-    request: Request, name: str | None
-) -> tuple[Response, list[tuple[str, str]] | None]:
-    """:func:`_run_endpoint`, also returning the form it read (None if unreadable)."""
     services = services_of(request)
     try:
         form = await _form(request)
     except _OAuthError as err:
-        return _oauth_error(err), None
+        return _oauth_error(err)
     uri = f"{services.settings.issuer}{request.url.path}"
     oreq = oauth_request(request.method, uri, request.headers, form)
     server = _server(request)
@@ -347,7 +339,7 @@ async def _run_endpoint_with_form(
         status, body, headers = await services.db.run(server.token_response, oreq)
     else:
         status, body, headers = await services.db.run(server.endpoint_response, name, oreq)
-    return JSONResponse(body, status_code=status, headers=dict(headers)), form
+    return JSONResponse(body, status_code=status, headers=dict(headers))
 
 
 async def _browser_endpoint(request: Request, name: str | None) -> Response:
@@ -357,10 +349,13 @@ async def _browser_endpoint(request: Request, name: str | None) -> Response:
     else; a request with an Authorization header is a confidential client's,
     which never has web origins.
     """
-    response, form = await _run_endpoint_with_form(request, name)
-    client_id = dict(form).get("client_id") if form is not None else None
+    response = await _run_endpoint(request, name)
     if "authorization" in request.headers:
         return await cors.answer(request, response, None, known=True)
+    try:
+        client_id = dict(await _form(request)).get("client_id")  # the body is read once, cached
+    except _OAuthError:
+        client_id = None
     if not client_id or len(client_id) > 200 or has_control_chars(client_id):
         return await cors.answer(request, response, None, known=False)
     registration = await registration_of_client(services_of(request), client_id)
