@@ -113,10 +113,10 @@ def create_app(
 
     routes: list[BaseRoute] = [*all_routes(), *(extra_routes or [])]
     if settings.demo:
-        from bridge.demo_client import create_demo_client
+        # (The demo OIDC client is not mounted here: `bridge demo` serves it on
+        # an origin of its own, as every real app is.)
         from bridge.demo_zendesk import mount_demo_zendesk
 
-        routes.append(Mount("/_demo/client", app=create_demo_client(settings.issuer)))
         routes.append(mount_demo_zendesk())
     if settings.demo and settings.imis.uses_simulator and imis_base_url is None and users is None:
         from bridge.connectors.simulator import create_simulator

@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return run_demo(port=args.port, folder=Path(args.dir))
+    return run_demo(port=args.port, folder=Path(args.dir), client_port=args.client_port)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -523,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", cmd_demo, "run a self-contained demo (simulated iMIS, demo apps)", config=False
     )
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    p.add_argument(
+        "--client-port",
+        type=int,
+        help="port of the demo OIDC client, on http://localhost (default: --port + 1)",
+    )
     p.add_argument("--dir", default=".bridge-demo", help="where the demo keeps its data")
 
     p = command("check-config", cmd_check_config, "validate the configuration and exit")

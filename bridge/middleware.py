@@ -1,6 +1,8 @@
 """Cross-cutting HTTP behaviour: security headers, body limits and error pages.
 
-Every response gets the security headers (SECURITY D5); request bodies are
+Every response gets the security headers (SECURITY D5); a page whose form
+ends in a redirect to a registered address gets a policy naming exactly that
+address's origin in ``form-action`` (:func:`page_csp`, SECURITY D7); request bodies are
 capped before anyone parses them; every :class:`~bridge.errors.BridgeError` and
 every unexpected exception becomes one clear page or JSON document with the
 right status, never a stack trace. Route handlers stay free of this plumbing.
@@ -9,8 +11,9 @@ right status, never a stack trace. Route handlers stay free of this plumbing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,10 +34,54 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 )
-DEFAULT_CSP = (
-    b"default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
-    b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
+
+
+def page_csp(form_targets: Iterable[str] = ()) -> str:
+    """The pages' policy; ``form-action`` also allows the origin of each of ``form_targets``.
+
+    Browsers apply ``form-action`` to every redirect that follows a form
+    submission, so a sign-in form that ends at the app's redirect URI must
+    allow that URI's origin. Only exact origins are added (never a bare scheme
+    such as ``https:``, never a wildcard); a target without one is left out.
+    """
+    sources = ["'self'", *(s for s in map(form_action_source, form_targets) if s)]
+    return (
+        "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+        f"form-action {' '.join(dict.fromkeys(sources))}; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+def form_action_source(url: str) -> str | None:
+    """The CSP source matching exactly the origin of ``url``, or None.
+
+    ``https://app.example.org:8443/cb`` gives ``https://app.example.org:8443``.
+    A native app's private-use scheme (RFC 8252 §7.1, ``org.example.app:/cb``)
+    has no host, so its source is the scheme itself: that scheme is the app's
+    own reverse domain name, validated as such at registration. ``http:`` and
+    ``https:`` alone are never returned, and neither is an IPv6 literal (CSP
+    host sources cannot express one).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        host = parts.hostname
+        if (
+            not host
+            or ":" in host
+            or not all(c.isascii() and (c.isalnum() or c in ".-") for c in host)
+        ):
+            return None
+        return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+    if "." in scheme and all(c.isascii() and (c.isalnum() or c in ".+-") for c in scheme):
+        return f"{scheme}:"
+    return None
+
+
+DEFAULT_CSP = page_csp().encode()
 
 
 class SecurityHeadersMiddleware:

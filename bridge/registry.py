@@ -325,6 +325,16 @@ class Registry:
         merged = {r.slug: r for r in stored} | self._files
         return sorted(merged.values(), key=lambda r: r.slug)
 
+    def lists_web_origin(self, origin: str) -> bool:
+        """Whether any enabled public OIDC client lists ``origin`` in ``web_origins``."""
+
+        def lists(reg: Registration) -> bool:
+            return reg.enabled and reg.profile == "oidc" and origin in reg.oidc.web_origins
+
+        if any(lists(r) for r in self._files.values()):
+            return True
+        return any(lists(r) for r in self.all(unreadable=[]) if r.source == "database")
+
     def conflicts(self) -> list[Problem]:
         """Stored registrations that clash with a file's slug or client_id."""
         found = []

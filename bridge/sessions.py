@@ -1,7 +1,9 @@
 """Server-side browser sessions and pending sign-in requests.
 
 The session cookie holds a random id only (``__Host-`` prefixed, Secure,
-HttpOnly, SameSite=Lax when the issuer is https); the database keeps its hash,
+HttpOnly, SameSite=Lax when the issuer is https) and is a browser-session
+cookie: no Max-Age or Expires, so it ends when the browser closes, while the
+server enforces the session's lifetime and idle limit. The database keeps its hash,
 the person's :class:`Identity` and ``auth_time``, so logout anywhere ends it
 everywhere (SECURITY D4). One session serves every registration (single sign-on).
 
@@ -118,10 +120,11 @@ async def start_session(request: Request, response: Response, identity: Identity
         return raw, services.store.get_session(raw, now=now, idle_seconds=lifetime)
 
     raw, row = await services.db.run(create)
+    # No max_age/expires: the cookie dies with the browser (what the signed-out
+    # page tells people on a shared computer); the lifetime is the server's to enforce.
     response.set_cookie(
         cookie_name(settings),
         raw,
-        max_age=lifetime,
         path="/",
         secure=settings.secure_cookies,
         httponly=True,

@@ -370,6 +370,42 @@ def test_add_public_client_has_no_secret(run: Any, config: Path, database_url: s
     assert row.secret_hash is None
 
 
+def test_public_client_web_origins_are_set_and_validated_by_add_and_edit(
+    run: Any, config: Path
+) -> None:
+    slug = unique("spa")
+    origins = '["https://app.example.org"]'
+    result = add_oidc(run, config, slug, "--public", "--set", f"web_origins={origins}", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["web_origins"] == ["https://app.example.org"]
+
+    refused = run("registrations", "edit", slug, "--config", config, "--set", "web_origins=['*']")
+    assert refused.code != 0
+    assert "web_origins[0]" in refused.err
+    assert "wildcard" in refused.err
+
+    edited = run(
+        "registrations",
+        "edit",
+        slug,
+        "--config",
+        config,
+        "--set",
+        'web_origins=["https://app.example.org", "http://localhost:5173"]',
+        "--json",
+    )
+    assert edited.code == 0, edited.err
+    assert edited.json()["web_origins"] == ["https://app.example.org", "http://localhost:5173"]
+    shown = run("registrations", "show", slug, "--config", config, "--json").json()
+    assert shown["web_origins"] == ["https://app.example.org", "http://localhost:5173"]
+
+    secret = run(
+        "registrations", "edit", slug, "--config", config, "--secret-stdin", stdin="s" * 32 + "\n"
+    )
+    assert secret.code != 0
+    assert "only for public clients" in secret.err
+
+
 def test_add_zendesk_from_a_file_with_the_secret_on_stdin(
     run: Any, config: Path, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -965,7 +1001,7 @@ def test_serve_still_needs_every_variable(
     [
         ((), ["serve", "demo", "check-config", "registrations", "keys", "db"]),
         (("serve",), ["--config", "--host", "--port", "--workers"]),
-        (("demo",), ["--port", "--dir"]),
+        (("demo",), ["--port", "--client-port", "--dir"]),
         (("check-config",), ["--config", "--database"]),
         (("db", "upgrade"), ["--config"]),
         (("db", "purge"), ["--config", "--json", "expired"]),

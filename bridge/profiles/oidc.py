@@ -1,8 +1,9 @@
 """The ``oidc`` profile: settings of a standard OpenID Connect client and its claims.
 
 Validates a registration's OIDC keys (client id, redirect URIs, scopes, signing
-algorithm) and computes the claims a person's :class:`Identity` yields for a
-set of granted scopes. It does not run the protocol: :mod:`bridge.oauth` does.
+algorithm, the web origins of a browser-based public client) and computes the
+claims a person's :class:`Identity` yields for a set of granted scopes. It does
+not run the protocol: :mod:`bridge.oauth` does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ KEYS = frozenset(
         "post_logout_redirect_uris",
         "scopes",
         "id_token_signed_response_alg",
+        "web_origins",
     }
 )
 SUPPORTED_SCOPES = ("openid", "profile", "email", "phone", "offline_access")
@@ -72,6 +74,9 @@ class OidcOptions:
     id_token_signed_response_alg: str = "RS256"
     #: Hash of the client secret (bridge.keys.hash_secret); None for a public PKCE client.
     client_secret_hash: str | None = field(default=None, repr=False)
+    #: Origins whose page scripts may call /token, /userinfo and /revoke (CORS);
+    #: public clients only, each an exact ``scheme://host[:port]``.
+    web_origins: tuple[str, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -85,6 +90,7 @@ class OidcOptions:
             "post_logout_redirect_uris": list(self.post_logout_redirect_uris),
             "scopes": list(self.scopes),
             "id_token_signed_response_alg": self.id_token_signed_response_alg,
+            **({"web_origins": list(self.web_origins)} if self.web_origins else {}),
         }
 
 
@@ -119,6 +125,34 @@ def valid_redirect_uri(uri: str) -> str | None:
     if "." in parts.scheme and parts.path and not has_unsafe_url_chars(uri):
         return None
     return "must be an absolute https URL"
+
+
+def valid_web_origin(origin: str) -> str | None:
+    """None if ``origin`` may be listed in ``web_origins``, else why not.
+
+    Browsers send ``Origin`` as ``scheme://host[:port]`` (lowercase, no default
+    port, no path), and CORS compares it exactly, so only that form is accepted.
+    """
+    if origin == "*" or "*" in origin:
+        return "must be one exact origin, not a wildcard"
+    reason = url_problem(origin)
+    if reason:
+        return reason
+    parts = urlsplit(origin)
+    if parts.username is not None or parts.password is not None:
+        return "must not contain a user name or password"
+    if parts.path or parts.query or parts.fragment or origin.endswith(("?", "#")):
+        return "must be an origin only (scheme://host[:port]), without a path or a trailing '/'"
+    host = parts.hostname or ""
+    if parts.scheme == "http" and host not in LOCAL_HOSTS:
+        return "must use https (http only for localhost)"
+    default = {"http": 80, "https": 443}[parts.scheme]
+    port = f":{parts.port}" if parts.port is not None and parts.port != default else ""
+    netloc = f"[{host}]" if ":" in host else host
+    canonical = f"{parts.scheme}://{netloc}{port}"
+    if origin != canonical:
+        return f"must be written as the browser sends it: {canonical!r}"
+    return None
 
 
 def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: Any) -> OidcOptions:
@@ -158,6 +192,16 @@ def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: A
             )
         else:
             secret_hash = hash_secret(secret)
+    web_origins = optional_str_list(data, "web_origins", problems)
+    for i, origin in enumerate(web_origins):
+        reason = valid_web_origin(origin)
+        if reason:
+            problems.add(f"web_origins[{i}]", f"{origin!r} {reason}")
+    if web_origins and isinstance(secret_hash, str):
+        problems.add(
+            "web_origins",
+            "is only for public clients (no client_secret): a page script cannot keep a secret",
+        )
     return OidcOptions(
         client_id=client_id,
         redirect_uris=redirect_uris,
@@ -165,6 +209,7 @@ def parse_options(data: Mapping[str, Any], problems: Problems, *, hash_secret: A
         scopes=tuple(dict.fromkeys(scopes)),
         id_token_signed_response_alg=alg if alg in SIGNING_ALGS else "RS256",
         client_secret_hash=secret_hash if isinstance(secret_hash, str) else None,
+        web_origins=tuple(dict.fromkeys(web_origins)),
     )
 
 

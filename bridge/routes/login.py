@@ -27,6 +27,7 @@ from bridge.connectors import (
 )
 from bridge.errors import BadRequest, TooManyRequests
 from bridge.identity import Identity
+from bridge.middleware import page_csp
 from bridge.registry import Registration
 from bridge.sessions import (
     LOGIN_PATH,
@@ -130,6 +131,7 @@ def _login_form(
 ) -> Response:
     pending, registration = found if found else (None, None)
     app_name = registration.name if registration else None
+    csp = page_csp(_form_targets(pending, registration))
     return csrf.render_form(
         request,
         "login.html",
@@ -142,8 +144,21 @@ def _login_form(
             "invalid": invalid,
         },
         status_code=status_code,
-        headers={**NO_STORE, **(headers or {})},
+        headers={**NO_STORE, "content-security-policy": csp, **(headers or {})},
     )
+
+
+def _form_targets(pending: Pending | None, registration: Registration | None) -> list[str]:
+    """Where a successful submission may end outside the bridge (SECURITY D7).
+
+    An OIDC request continues with a redirect to the client's redirect URI,
+    and browsers check that redirect against the form's ``form-action``. The
+    URI must still be registered; any other pending request ends on our pages.
+    """
+    uri = pending.params.get("redirect_uri") if pending else None
+    if not isinstance(uri, str) or registration is None or registration.profile != "oidc":
+        return []
+    return [uri] if uri in registration.oidc.redirect_uris else []
 
 
 def _expired(request: Request) -> Response:

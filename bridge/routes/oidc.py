@@ -2,7 +2,8 @@
 introspection and RP-initiated logout.
 
 Thin: each handler reads the request, calls :mod:`bridge.oauth` (the token side
-runs in a worker thread because Authlib is synchronous) and renders the result.
+runs in a worker thread because Authlib is synchronous) and renders the result;
+:mod:`bridge.cors` adds the CORS headers a browser-based client needs.
 Errors the client cannot be trusted with (unknown client, unregistered
 redirect URI) are shown on our page; the others go back to the client.
 """
@@ -18,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import csrf, sessions
+from bridge import cors, csrf, sessions
 from bridge.access import check_access, identity_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
+from bridge.middleware import page_csp
 from bridge.oauth.authorize import (
     AuthorizationRequest,
     RedirectError,
@@ -102,7 +104,10 @@ async def discovery(request: Request) -> Response:
                 "client_secret_basic",
                 "client_secret_post",
             ],
-            "prompt_values_supported": ["none", "login", "consent", "select_account"],
+            # Only what /authorize honours: "consent" and "select_account" are
+            # accepted but change nothing (apps are approved by the association,
+            # and a browser holds one session), so they are not advertised.
+            "prompt_values_supported": ["none", "login"],
             "claims_parameter_supported": False,
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
@@ -110,14 +115,16 @@ async def discovery(request: Request) -> Response:
             "frontchannel_logout_supported": False,
             "backchannel_logout_supported": False,
         },
-        headers={"cache-control": "public, max-age=300"},
+        headers={"cache-control": "public, max-age=300", **cors.PUBLIC},
     )
 
 
 async def jwks(request: Request) -> Response:
     keys = services_of(request).keys
     keys.reload_if_changed()
-    return JSONResponse(keys.jwks(), headers={"cache-control": "public, max-age=300"})
+    return JSONResponse(
+        keys.jwks(), headers={"cache-control": "public, max-age=300", **cors.PUBLIC}
+    )
 
 
 # --- authorize --------------------------------------------------------------------------
@@ -335,12 +342,32 @@ async def _run_endpoint(request: Request, name: str | None) -> Response:
     return JSONResponse(body, status_code=status, headers=dict(headers))
 
 
+async def _browser_endpoint(request: Request, name: str | None) -> Response:
+    """/token or /revoke, with CORS for the client the request names.
+
+    A public client names itself with ``client_id`` in the body and nothing
+    else; a request with an Authorization header is a confidential client's,
+    which never has web origins.
+    """
+    response = await _run_endpoint(request, name)
+    if "authorization" in request.headers:
+        return await cors.answer(request, response, None, known=True)
+    try:
+        client_id = dict(await _form(request)).get("client_id")  # the body is read once, cached
+    except _OAuthError:
+        client_id = None
+    if not client_id or len(client_id) > 200 or has_control_chars(client_id):
+        return await cors.answer(request, response, None, known=False)
+    registration = await registration_of_client(services_of(request), client_id)
+    return await cors.answer(request, response, registration, known=True)
+
+
 async def token(request: Request) -> Response:
-    return await _run_endpoint(request, None)
+    return await _browser_endpoint(request, None)
 
 
 async def revoke(request: Request) -> Response:
-    return await _run_endpoint(request, "revocation")
+    return await _browser_endpoint(request, "revocation")
 
 
 async def introspect(request: Request) -> Response:
@@ -375,32 +402,44 @@ async def _bearer_token(request: Request) -> str | None:
 
 
 async def userinfo(request: Request) -> Response:
+    """``/userinfo``, with CORS for the client the access token was issued to."""
+    response, registration, known = await _userinfo(request)
+    return await cors.answer(request, response, registration, known=known)
+
+
+async def _userinfo(request: Request) -> tuple[Response, Registration | None, bool]:
+    """The response, the token's client and whether the request named one (see cors)."""
     services = services_of(request)
     try:
         raw = await _bearer_token(request)
     except _OAuthError as err:
-        return _bearer_error(err.error, err.description, 400)
+        return _bearer_error(err.error, err.description, 400), None, False
     if raw is None:
         # RFC 6750 §3.1: a request without any token gets a challenge, no error code.
-        return JSONResponse(
+        challenge = JSONResponse(
             {"error_description": "an access token is required"},
             status_code=401,
             headers={"www-authenticate": "Bearer", **NO_STORE},
         )
+        return challenge, None, False
     if len(raw) > 512:
-        return _bearer_error("invalid_token", "the access token is not valid")
+        return _bearer_error("invalid_token", "the access token is not valid"), None, False
     found = await services.db.run(
         lambda: services.store.active_token(raw, now=int(time.time()), kind="access")
     )
     if found is None:
-        return _bearer_error("invalid_token", "the access token is not valid")
+        return _bearer_error("invalid_token", "the access token is not valid"), None, False
     row, grant = found
+    registration = await registration_of_client(services, row.client_id)
     scopes = row.scope.split()
     if "openid" not in scopes:
-        return _bearer_error("insufficient_scope", "the token was not issued with openid", 403)
-    registration = await registration_of_client(services, row.client_id)
+        insufficient = _bearer_error(
+            "insufficient_scope", "the token was not issued with openid", 403
+        )
+        return insufficient, registration, True
     if registration is None:
-        return _bearer_error("invalid_token", "the client of this token no longer exists")
+        gone = _bearer_error("invalid_token", "the client of this token no longer exists")
+        return gone, None, False
     identity = Identity.from_json(grant.identity_json)
     claims = {"sub": identity.imis_id}
     claims.update(
@@ -411,7 +450,7 @@ async def userinfo(request: Request) -> Response:
             emails_verified=services.settings.imis.emails_verified,
         )
     )
-    return JSONResponse(claims, headers=NO_STORE)
+    return JSONResponse(claims, headers=NO_STORE), registration, True
 
 
 # --- RP-initiated logout ------------------------------------------------------------------
@@ -478,7 +517,8 @@ async def end_session(request: Request) -> Response:
                     if k in ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
                 },
             },
-            headers=NO_STORE,
+            # The confirmation ends in a redirect to the (registered) post-logout URI.
+            headers={**NO_STORE, "content-security-policy": page_csp([post_logout or ""])},
         )
     if post_logout:
         response: Response = RedirectResponse(
@@ -504,6 +544,16 @@ def _unverified_aud(token: str) -> str:
     return str(aud or "")
 
 
+def _preflights(paths: dict[str, list[str]]) -> list[Route]:
+    def handler(methods: list[str]) -> Any:
+        async def options(request: Request) -> Response:
+            return await cors.preflight(request, methods)
+
+        return options
+
+    return [Route(path, handler(methods), methods=["OPTIONS"]) for path, methods in paths.items()]
+
+
 def routes() -> list[Route]:
     return [
         Route("/.well-known/openid-configuration", discovery),
@@ -513,6 +563,7 @@ def routes() -> list[Route]:
         Route("/token", token, methods=["POST"]),
         Route("/userinfo", userinfo, methods=["GET", "POST"]),
         Route("/revoke", revoke, methods=["POST"]),
+        *_preflights({"/token": ["POST"], "/userinfo": ["GET", "POST"], "/revoke": ["POST"]}),
         Route("/introspect", introspect, methods=["POST"]),
         Route("/end_session", end_session, methods=["GET", "POST"]),
     ]

@@ -201,15 +201,3 @@ def test_zendesk_signed_out_page(demo: Demo, page_nojs: Page, screenshots: Path)
     assert page_nojs.get_by_role("link", name="Sign in to Demo Helpdesk again").is_visible()
     page_nojs.screenshot(path=str(screenshots / "zendesk-signed-out.png"), full_page=True)
     assert_accessible(page_nojs)
-
-
-def test_demo_client_pages(demo: Demo, page_js: Page, screenshots: Path) -> None:
-    page_js.goto(f"{demo.url}/_demo/client")
-    assert "You are not signed in to the portal" in page_js.inner_text("main")
-    assert_accessible(page_js)
-    page_js.get_by_role("link", name="Sign in with your iMIS account").click()
-    sign_in(page_js, "jdoe")
-    page_js.get_by_role("heading", name="Userinfo").wait_for()
-    assert "Signed in as Jane Doe" in page_js.inner_text("main")
-    page_js.screenshot(path=str(screenshots / "demo-client-signed-in.png"), full_page=True)
-    assert_accessible(page_js)

@@ -122,6 +122,59 @@ def test_post_logout_redirect_uris_follow_the_same_rules() -> None:
     ]
 
 
+def test_a_public_client_may_list_web_origins() -> None:
+    origins = ["https://app.example.org", "http://localhost:5173", "https://app.example.org:8443"]
+    reg, found = parse(portal(client_secret=None, web_origins=origins))
+    assert found == []
+    assert reg is not None
+    assert reg.oidc.web_origins == tuple(origins)
+    assert reg.to_data()["web_origins"] == origins
+
+
+def test_web_origins_are_left_out_of_the_data_when_there_are_none() -> None:
+    reg, _ = parse(portal(client_secret=None))
+    assert reg is not None
+    assert "web_origins" not in reg.to_data()
+
+
+def test_a_confidential_client_may_not_list_web_origins() -> None:
+    assert problems(web_origins=["https://app.example.org"]) == [
+        (
+            "web_origins",
+            "is only for public clients (no client_secret): a page script cannot keep a secret",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("origin", "reason"),
+    [
+        ("*", "must be one exact origin, not a wildcard"),
+        ("https://*.example.org", "must be one exact origin, not a wildcard"),
+        ("https://app.example.org/", "must be an origin only"),
+        ("https://app.example.org/spa", "must be an origin only"),
+        ("https://app.example.org?x", "must be an origin only"),
+        ("http://app.example.org", "must use https (http only for localhost)"),
+        ("https://user@app.example.org", "must not contain a user name or password"),
+        ("ftp://app.example.org", "must be an http/https URL"),
+        ("app.example.org", "must be an http/https URL"),
+        ("https://App.Example.org", "must be written as the browser sends it"),
+        ("https://app.example.org:443", "must be written as the browser sends it"),
+        ("", "must not be empty"),
+    ],
+)
+def test_web_origins_must_be_exact_origins(origin: str, reason: str) -> None:
+    [(key, found)] = problems(client_secret=None, web_origins=[origin])
+    assert key == "web_origins[0]"
+    assert found.startswith(f"{origin!r} {reason}")
+
+
+def test_web_origins_of_the_wrong_type_are_refused() -> None:
+    assert problems(client_secret=None, web_origins="https://app.example.org") == [
+        ("web_origins", "must be a list of strings")
+    ]
+
+
 def test_unknown_scope_is_refused() -> None:
     [(key, reason)] = problems(scopes=["openid", "groups"])
     assert key == "scopes"

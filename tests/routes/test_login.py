@@ -512,8 +512,8 @@ def test_d4_session_cookie_is_a_random_id_with_safe_attributes(bridge: Harness) 
     assert "samesite=lax" in attributes
     assert "path=/" in attributes
     assert not any(a.startswith("domain=") for a in attributes)
-    max_age = next(int(a.split("=")[1]) for a in attributes if a.startswith("max-age="))
-    assert 0 < max_age <= bridge.settings.sessions.lifetime_seconds
+    # A browser-session cookie: it dies with the browser; the server enforces the lifetime.
+    assert not any(a.startswith(("max-age=", "expires=")) for a in attributes)
     assert len(value) >= 32
     assert value != second.split(";")[0].split("=", 1)[1]
     for identity_part in ("jdoe", "23210", "jane", "doe", "example"):
