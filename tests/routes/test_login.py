@@ -277,7 +277,7 @@ def test_sign_in_subtitle_placeholders_are_checked_at_load(
         tmp_path,
         issuer="http://127.0.0.1:8000",
         database_url="sqlite:///bridge.db",
-        imis_url="simulator",
+        imis_url="http://127.0.0.1:9",
         extra=f"[ui]\nsign_in_subtitle = {json.dumps(subtitle)}\n",
     )
     with pytest.raises(ConfigurationError) as caught:
