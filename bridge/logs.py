@@ -40,8 +40,9 @@ def logging_config(level: str = "info") -> dict[str, Any]:
             # httpx logs full request URLs at INFO; ours carry no secrets but keep it quiet.
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
-            # Alembic announces its dialect on every start; only upgrades are worth a line.
-            "alembic.runtime.migration": {"level": "WARNING"},
+            # Alembic announces its dialect and its plugins on every start; the bridge
+            # logs the one line worth having (bridge.storage.db: upgrading ...).
+            "alembic": {"level": "WARNING"},
         },
     }
 
