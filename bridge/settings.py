@@ -638,7 +638,8 @@ def load_settings(
     :class:`ConfigurationError` listing every problem found.
 
     ``allow_demo`` accepts ``demo = true`` and with it ``[imis] base_url =
-    "simulator"``: only ``bridge demo`` and commands that never serve pass it, so
+    "simulator"``, and ``zendesk_base_url`` (the demo's and the tests' Zendesk):
+    only ``bridge demo``, the tests and commands that never serve pass it, so
     ``bridge serve`` can never mount the demo pages. ``resolve_env=False`` leaves a
     value naming an unset ``${VAR}`` unresolved instead of refusing it: a key of
     bridge.toml keeps its default and is listed in ``Settings.unresolved`` (see
@@ -681,12 +682,23 @@ def load_settings(
             "is set by `bridge demo` only: `bridge serve` never runs the demo pages "
             "or the iMIS simulator (remove it)",
         )
+    if top.get("zendesk_base_url") and not allow_demo and not problems.has("zendesk_base_url"):
+        # A signed Zendesk JWT is posted there and its origin is trusted for return_to:
+        # outside the demo and the tests it is always https://{subdomain}.zendesk.com.
+        problems.add(
+            "zendesk_base_url",
+            "is for `bridge demo` and tests only: a real bridge always posts to "
+            "https://{subdomain}.zendesk.com (remove it)",
+        )
     imis: ImisSettings | None = kwargs.get("imis")
     if imis is not None:
         _check_imis(imis, problems, demo=bool(top.get("demo")), unresolved=unresolved)
     login: LoginSettings | None = kwargs.get("login")
     if login is not None and login.pending_per_address < 1:
         problems.add("login.pending_per_address", "must be at least 1")
+    tokens: TokenSettings | None = kwargs.get("tokens")
+    if tokens is not None:
+        _check_tokens(tokens, problems)
     top["keys_dir"] = _resolve(config_dir, top.get("keys_dir") or "keys")
     top["database_url"] = _resolve_database_url(
         config_dir, top.get("database_url") or "sqlite:///bridge.db", problems
@@ -710,6 +722,23 @@ def load_settings(
         **top,
         **kwargs,
     )
+
+
+#: Longest lifetime of an authorization code (SECURITY B2).
+MAX_CODE_SECONDS = 60
+#: Longest window in which a retrying client may reuse a rotated refresh token
+#: (SECURITY B4 allows "a few seconds"; a longer one is a second live token).
+MAX_REFRESH_GRACE_SECONDS = 60
+
+
+def _check_tokens(tokens: TokenSettings, problems: Problems) -> None:
+    if tokens.code_seconds > MAX_CODE_SECONDS:
+        problems.add("tokens.code_seconds", f"must be at most {MAX_CODE_SECONDS}")
+    if tokens.refresh_reuse_grace_seconds > MAX_REFRESH_GRACE_SECONDS:
+        problems.add(
+            "tokens.refresh_reuse_grace_seconds",
+            f"must be at most {MAX_REFRESH_GRACE_SECONDS} (a retry needs seconds, not minutes)",
+        )
 
 
 def is_local_host(host: str | None) -> bool:

@@ -148,6 +148,12 @@ def test_list_where_text_belongs_is_refused(tmp_path: Path) -> None:
         ('keys_dir = ""', "keys_dir", "must not be empty"),
         ('[ui]\nsupport_email = "help"', "ui.support_email", "must be an email address"),
         ("[login]\npending_per_address = 0", "login.pending_per_address", "must be at least 1"),
+        ("[tokens]\ncode_seconds = 61", "tokens.code_seconds", "must be at most 60"),
+        (
+            "[tokens]\nrefresh_reuse_grace_seconds = 86400",
+            "tokens.refresh_reuse_grace_seconds",
+            "must be at most 60 (a retry needs seconds, not minutes)",
+        ),
         ("purge_interval_seconds = -1", "purge_interval_seconds", "must not be negative"),
     ],
 )
@@ -324,6 +330,23 @@ def test_demo_is_refused_from_the_environment(tmp_path: Path) -> None:
     problem = only_problem(write(tmp_path), {"BRIDGE_DEMO": "true"})
     assert (problem.file, problem.key) == (ENVIRONMENT, "BRIDGE_DEMO")
     assert problem.reason.startswith("is set by `bridge demo` only")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://evil.example/{subdomain}", "https://zendesk.attacker.example/{subdomain}"]
+)
+def test_e3_zendesk_base_url_is_refused_outside_the_demo(tmp_path: Path, url: str) -> None:
+    """SECURITY E3: the JWT is posted to that origin and return_to may point at it, so
+    a real bridge always uses https://{subdomain}.zendesk.com."""
+    problem = only_problem(write(tmp_path, ISSUER + f'zendesk_base_url = "{url}"\n'))
+    assert problem.key == "zendesk_base_url"
+    assert problem.reason.startswith("is for `bridge demo` and tests only")
+
+
+def test_zendesk_base_url_is_accepted_for_the_demo_and_tests(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + 'zendesk_base_url = "http://127.0.0.1:9/{subdomain}"\n')
+    settings = load_settings(folder, {}, allow_demo=True)
+    assert settings.zendesk_origin("contoso") == "http://127.0.0.1:9/contoso"
 
 
 def test_the_demo_loads_its_simulator_when_allowed(tmp_path: Path) -> None:

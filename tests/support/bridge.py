@@ -146,7 +146,8 @@ def running_bridge(
             registrations=registrations,
             extra=extra,
         )
-        settings = load_settings(config_dir, env={})
+        # allow_demo: the Zendesk tests point zendesk_base_url at a demo Zendesk.
+        settings = load_settings(config_dir, env={}, allow_demo=True)
         app = create_app(settings)
         url = stack.enter_context(serve(app, port=port))
         yield Harness(url=url, imis_url=imis_url, config_dir=config_dir, settings=settings, app=app)
