@@ -115,11 +115,11 @@ def create_app(
     if settings.demo:
         # (The demo OIDC client is not mounted here: `bridge demo` serves it on
         # an origin of its own, as every real app is.)
-        from bridge.demo_zendesk import mount_demo_zendesk
+        from bridge.demo.zendesk import mount_demo_zendesk
 
         routes.append(mount_demo_zendesk())
     if settings.demo and settings.imis.uses_simulator and imis_base_url is None and users is None:
-        from bridge.connectors.simulator import create_simulator
+        from bridge.demo.simulator import create_simulator
 
         routes.append(Mount("/_demo/imis", app=create_simulator()))
 

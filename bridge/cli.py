@@ -102,9 +102,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bridge.demo import run_demo
+    from bridge.app import create_app
+    from bridge.demo.run import run_demo
 
-    return run_demo(port=args.port, folder=Path(args.dir), client_port=args.client_port)
+    return run_demo(
+        port=args.port, folder=Path(args.dir), client_port=args.client_port, create_app=create_app
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -214,11 +217,16 @@ def cmd_imis_check(args: argparse.Namespace) -> int:
     from bridge.connectors.check import run_check
 
     settings = _settings(args, uses=("imis",))
-    return run_check(settings.imis, args.user)  # "simulator": checks the built-in one in-process
+    simulator = None
+    if settings.imis.uses_simulator:  # the demo's built-in one, checked in-process
+        from bridge.demo.simulator import create_simulator
+
+        simulator = create_simulator()
+    return run_check(settings.imis, args.user, simulator=simulator)
 
 
 def cmd_imis_simulator(args: argparse.Namespace) -> int:
-    from bridge.connectors.simulator import serve_simulator
+    from bridge.demo.simulator import serve_simulator
 
     return serve_simulator(args.port, args.people, args.latency_ms)
 

@@ -320,7 +320,7 @@ def test_commands_that_never_serve_work_on_the_demo_folder(
 ) -> None:
     import uvicorn
 
-    from bridge.demo import DEMO_CLIENT_SLUG, write_demo_config
+    from bridge.demo.run import DEMO_CLIENT_SLUG, write_demo_config
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("started"))
 
@@ -330,6 +330,18 @@ def test_commands_that_never_serve_work_on_the_demo_folder(
     assert result.code == 0, result.err
     assert DEMO_CLIENT_SLUG in result.out
     assert run("serve", "--config", folder).code == cli.EXIT_CONFIG
+
+
+def test_imis_check_on_the_demo_folder_checks_the_built_in_simulator(
+    run: Any, tmp_path: Path
+) -> None:
+    from bridge.demo.run import write_demo_config
+
+    folder = write_demo_config(tmp_path / "demo", 8123)
+    result = run("imis", "check", "--config", folder, "--user", "jdoe")
+    assert result.code == 0, result.err
+    assert "ok    base_url is 'simulator': checking the built-in simulator" in result.out
+    assert "iMIS check passed" in result.out
 
 
 # --- registrations ------------------------------------------------------------------------------

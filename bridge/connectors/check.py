@@ -1,11 +1,12 @@
 """``bridge imis check``: tell an operator, in plain words, whether the iMIS settings work.
 
 This module owns the diagnosis: it reaches the configured iMIS (or the
-built-in simulator), signs the service account in, checks it may read users
-(the RemoteService role), optionally reads one person, and turns every failure
-(bad URL, DNS, refused connection, TLS, rejected credentials, missing role)
-into one line saying what is wrong and what to change. It only reads; it must
-never print a password or token, and it is not used while serving requests.
+built-in simulator, handed in by the CLI as an ASGI app), signs the service
+account in, checks it may read users (the RemoteService role), optionally
+reads one person, and turns every failure (bad URL, DNS, refused connection,
+TLS, rejected credentials, missing role) into one line saying what is wrong
+and what to change. It only reads; it must never print a password or token,
+and it is not used while serving requests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httpx
+from starlette.types import ASGIApp
 
 from bridge.connectors import (
     AccountDisabled,
@@ -45,18 +47,22 @@ async def check_imis(
     user: str | None = None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    simulator: ASGIApp | None = None,
 ) -> list[CheckLine]:
     """Check the iMIS connection described by ``settings`` (``base_url`` overrides it).
 
     ``user``, when given, is an iMIS username to read with the service account.
+    ``simulator`` is the built-in simulator's app, checked in-process when
+    ``base_url`` is "simulator" (this module does not know where it lives).
     Stops at the first failure that makes later checks meaningless.
     """
     lines: list[CheckLine] = []
     url = (base_url or settings.base_url).rstrip("/")
     if url == "simulator" and transport is None:
-        from bridge.connectors.simulator import create_simulator
-
-        transport = httpx.ASGITransport(app=create_simulator())
+        if simulator is None:
+            lines.append(CheckLine(False, "base_url is 'simulator' but no simulator was given"))
+            return lines
+        transport = httpx.ASGITransport(app=simulator)
         lines.append(CheckLine(True, "base_url is 'simulator': checking the built-in simulator"))
     if url == "simulator":
         url = SIMULATOR_BASE_URL
@@ -77,9 +83,15 @@ async def check_imis(
     return lines
 
 
-def run_check(settings: ImisSettings, user: str | None = None, base_url: str | None = None) -> int:
+def run_check(
+    settings: ImisSettings,
+    user: str | None = None,
+    base_url: str | None = None,
+    *,
+    simulator: ASGIApp | None = None,
+) -> int:
     """Print the report of :func:`check_imis`; 0 when everything is fine, else 1."""
-    lines = asyncio.run(check_imis(settings, base_url, user))
+    lines = asyncio.run(check_imis(settings, base_url, user, simulator=simulator))
     for line in lines:
         print(f"{'ok  ' if line.ok else 'FAIL'}  {line.text}")
     failed = sum(1 for line in lines if not line.ok)

@@ -17,8 +17,8 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from bridge.app import create_app
-from bridge.demo import demo_client_url, write_demo_config
-from bridge.demo_client import create_demo_client
+from bridge.demo.client import create_demo_client
+from bridge.demo.run import demo_client_url, write_demo_config
 from bridge.settings import load_settings
 from tests.support.accessibility import assert_accessible
 from tests.support.servers import free_port, serve

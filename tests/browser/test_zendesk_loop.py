@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
 from bridge.app import create_app
-from bridge.demo import DEMO_ZENDESK_SLUG, DEMO_ZENDESK_SUBDOMAIN, write_demo_config
+from bridge.demo.run import DEMO_ZENDESK_SLUG, DEMO_ZENDESK_SUBDOMAIN, write_demo_config
 from bridge.settings import load_settings
 from tests.support.accessibility import assert_accessible, non_text_contrast
 from tests.support.servers import free_port, serve

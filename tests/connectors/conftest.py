@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.connectors.imis import ImisUserStore
-from bridge.connectors.simulator import (
+from bridge.demo.simulator import (
     DEFAULT_PEOPLE_FILE,
     SimPerson,
     SimulatorState,

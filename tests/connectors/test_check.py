@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.connectors.check import CheckLine, check_imis, run_check
+from bridge.demo.simulator import create_simulator
 from tests.connectors.conftest import Sim, imis_settings
 from tests.support.servers import free_port
 
@@ -112,9 +113,16 @@ async def test_imis_failing(sim: Sim) -> None:
 
 
 async def test_built_in_simulator_is_checked_in_process() -> None:
-    lines = await check_imis(imis_settings(), None, "zoe")
+    lines = await check_imis(imis_settings(), None, "zoe", simulator=create_simulator())
     assert failures(lines) == []
     assert lines[0].text.startswith("base_url is 'simulator'")
+
+
+async def test_simulator_base_url_without_a_simulator_is_a_clear_failure() -> None:
+    """The check does not know where the demo's simulator lives: the CLI hands it in."""
+    assert failures(await check_imis(imis_settings(), None, "zoe")) == [
+        "base_url is 'simulator' but no simulator was given"
+    ]
 
 
 def test_run_check_prints_and_returns_an_exit_code(

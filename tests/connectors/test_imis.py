@@ -24,7 +24,7 @@ from bridge.connectors.imis import (
     identity_from_party,
     primary_email,
 )
-from bridge.connectors.simulator import SimEmail, SimPerson
+from bridge.demo.simulator import SimEmail, SimPerson
 from bridge.identity import Identity
 from tests.connectors.conftest import (
     Sim,

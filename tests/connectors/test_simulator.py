@@ -11,7 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from bridge.connectors.simulator import (
+from bridge.demo.simulator import (
     DEFAULT_PEOPLE_FILE,
     Faults,
     create_simulator,

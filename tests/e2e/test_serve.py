@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.connectors.simulator import create_simulator
+from bridge.demo.simulator import create_simulator
 from tests.conftest import DatabaseFactory
 from tests.support.bridge import hidden_fields, write_config
 from tests.support.process import READY, BridgeProcess, bridge_process

@@ -26,8 +26,8 @@ import jwt
 import pytest
 
 from bridge.app import create_app
-from bridge.demo import DEMO_ZENDESK_SLUG, DEMO_ZENDESK_SUBDOMAIN, write_demo_config
-from bridge.demo_zendesk import create_demo_zendesk
+from bridge.demo.run import DEMO_ZENDESK_SLUG, DEMO_ZENDESK_SUBDOMAIN, write_demo_config
+from bridge.demo.zendesk import create_demo_zendesk
 from bridge.settings import load_settings
 from tests.support.bridge import Harness, hidden_fields, running_bridge
 from tests.support.servers import free_port, serve

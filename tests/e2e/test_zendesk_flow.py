@@ -26,7 +26,7 @@ import jwt
 import pytest
 
 from bridge import cli
-from bridge.demo_zendesk import create_demo_zendesk
+from bridge.demo.zendesk import create_demo_zendesk
 from tests.support.bridge import Harness, hidden_fields, running_bridge, write_config
 from tests.support.servers import free_port, serve
 

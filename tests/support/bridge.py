@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from bridge.app import create_app
-from bridge.connectors.simulator import create_simulator
+from bridge.demo.simulator import create_simulator
 from bridge.settings import Settings, load_settings
 from tests.support.servers import free_port, serve
 

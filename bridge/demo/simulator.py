@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 #: The demo people shipped with the package (``bridge demo``, ``bridge imis-simulator``).
-DEFAULT_PEOPLE_FILE = Path(__file__).with_name("demo_people.toml")
+DEFAULT_PEOPLE_FILE = Path(__file__).with_name("people.toml")
 
 SERVICE_ROLE = "RemoteService"
 

@@ -16,11 +16,20 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
+
+from bridge.demo.client import create_demo_client
+from bridge.demo.simulator import DEFAULT_PEOPLE_FILE, load_people
+from bridge.logs import configure_logging
+from bridge.settings import Settings, load_settings
+
+#: Builds the bridge for the demo's settings (:func:`bridge.app.create_app`).
+AppFactory = Callable[[Settings], ASGIApp]
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SLUG = "demo-client"
@@ -87,7 +96,7 @@ forgot_password_url = {_toml_str(client + "/forgot-password")}
         f"""name = "Demo Member Portal"
 profile = "oidc"
 client_id = {_toml_str(DEMO_CLIENT_ID)}
-# a public client: PKCE only, no secret (see bridge/demo_client.py)
+# a public client: PKCE only, no secret (see bridge/demo/client.py)
 redirect_uris = [{_toml_str(client + "/callback")}]
 post_logout_redirect_uris = [{_toml_str(client + "/")}]
 scopes = ["openid", "profile", "email", "phone", "offline_access"]
@@ -110,13 +119,11 @@ shared_secret = {_toml_str(keep["zendesk_secret"])}
     return folder
 
 
-def run_demo(port: int, folder: Path, client_port: int | None = None) -> int:
-    from bridge.app import create_app
-    from bridge.connectors.simulator import DEFAULT_PEOPLE_FILE, load_people
-    from bridge.demo_client import create_demo_client
-    from bridge.logs import configure_logging
-    from bridge.settings import load_settings
-
+def run_demo(
+    port: int, folder: Path, client_port: int | None = None, *, create_app: AppFactory
+) -> int:
+    """Serve the demo until Ctrl+C; ``create_app`` is :func:`bridge.app.create_app`
+    (passed in by the CLI: the demo sits below the app in the layers)."""
     # The demo's configuration is complete in itself: BRIDGE_* variables of the
     # shell (meant for a real deployment) must not redirect it.
     client_port = client_port or port + 1

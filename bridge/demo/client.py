@@ -74,7 +74,7 @@ def create_demo_client(
     async def home(request: Request) -> Response:
         key, state = browser_of(request)
         page = render(
-            "demo_client.html",
+            "demo/client.html",
             {
                 "title": "Demo Member Portal",
                 "result": state.result,
@@ -194,7 +194,7 @@ def create_demo_client(
             Route("/login", login),
             Route("/callback", callback),
             Route("/logout", logout, methods=["POST"]),
-            Mount("/static", app=StaticFiles(directory=Path(__file__).parent / "static")),
+            Mount("/static", app=StaticFiles(directory=Path(__file__).parent.parent / "static")),
         ],
         middleware=[Middleware(SecurityHeadersMiddleware)],
     )
