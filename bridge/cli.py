@@ -19,8 +19,9 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TextIO, cast
 
 from bridge.connectors import UserStore
 from bridge.errors import BridgeError
@@ -473,20 +474,99 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from bridge import keys
-
     settings = _settings(args, uses=("keys_dir", "tokens"))
     if args.action == "list":
-        return keys.cmd_list(settings.keys_dir, args.json)
+        return keys_list(settings.keys_dir, args.json)
     # Every token signed with the old key must expire first, plus a margin for
     # processes still reloading keys and for clock skew.
     retire_after = (
         max(settings.tokens.id_token_seconds, settings.tokens.access_token_seconds)
         + ROTATION_MARGIN_SECONDS
     )
-    return keys.cmd_rotate(
-        settings.keys_dir, args.alg, args.immediate, retire_after, as_json=args.json
-    )
+    return keys_rotate(settings.keys_dir, args.alg, args.immediate, retire_after, as_json=args.json)
+
+
+def _keys_error(reason: str) -> int:
+    """How ``bridge keys`` has always said it failed: ``error: <reason>`` on stderr."""
+    print(f"error: {reason}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def keys_list(keys_dir: Path, as_json: bool, *, out: TextIO | None = None) -> int:
+    """``bridge keys list``: the signing keys and keyring ids as a table or JSON."""
+    from bridge.keys import KeyStore, KeyStoreError, human_time
+
+    out = out or sys.stdout
+    try:
+        store = KeyStore.open(keys_dir)
+    except KeyStoreError as exc:
+        return _keys_error(str(exc))
+    now = datetime.now(UTC)
+    infos = store.list_keys()
+    if as_json:
+        payload = {
+            "keys": [{**i.to_json(), "in_jwks": i.published(now)} for i in infos],
+            "keyring": {"ids": store.keyring_ids(), "encrypts": store.keyring_ids()[-1]},
+        }
+        print(json.dumps(payload, indent=2), file=out)
+        return EXIT_OK
+    rows = [("KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED", "IN JWKS")]
+    for i in infos:
+        if i.state != "retired":
+            in_jwks = "yes"
+        elif i.published(now):
+            in_jwks = f"until {human_time(i.retire_until)}"
+        else:
+            in_jwks = "no (expired)"
+        rows.append(
+            (
+                i.kid,
+                i.alg,
+                i.state,
+                human_time(i.created_at),
+                human_time(i.activated_at),
+                human_time(i.retired_at),
+                in_jwks,
+            )
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
+        )
+    ids = store.keyring_ids()
+    print(f"\nKeyring: {len(ids)} key(s); {ids[-1]} encrypts, all decrypt.", file=out)
+    return EXIT_OK
+
+
+def keys_rotate(
+    keys_dir: Path,
+    alg: str,
+    immediate: bool,
+    retire_after_seconds: int,
+    *,
+    publish_lead_seconds: int | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """``bridge keys rotate``: one rotation step for ``alg`` (see ``KeyStore.rotate``).
+
+    Pass ``retire_after_seconds`` = the longest JWT lifetime in settings plus a
+    margin for process reload and clock skew (a few minutes).
+    ``publish_lead_seconds`` None keeps the key store's default.
+    """
+    from bridge.keys import DEFAULT_PUBLISH_LEAD_SECONDS, KeyStore, KeyStoreError, check_alg
+
+    out = out or sys.stdout
+    lead = DEFAULT_PUBLISH_LEAD_SECONDS if publish_lead_seconds is None else publish_lead_seconds
+    try:
+        check_alg(alg)
+        store = KeyStore.open(keys_dir, publish_lead_seconds=lead)
+        result = store.rotate(alg, retire_after_seconds=retire_after_seconds, immediate=immediate)
+    except (KeyStoreError, ValueError) as exc:
+        return _keys_error(str(exc))
+    print(json.dumps(result.to_json(), indent=2) if as_json else result.describe(), file=out)
+    return EXIT_OK
 
 
 # --- parser -------------------------------------------------------------------

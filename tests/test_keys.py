@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bridge import cli
 from bridge.keys import (
     KEYRING,
     MANIFEST,
@@ -29,13 +30,12 @@ from bridge.keys import (
     KeyStore,
     KeyStoreError,
     SecretDecryptionError,
-    cmd_list,
-    cmd_rotate,
     generate_client_secret,
     hash_secret,
     jwk_thumbprint,
     verify_secret,
 )
+from tests.support.bridge import write_config
 
 ISSUER = "https://sso.example.org"
 AUDIENCE = "member-portal"
@@ -459,13 +459,13 @@ def test_c3_cli_rotate_twice_with_lead_time_completes_a_rotation(
     old_kid, _ = server.signing_key("RS256")
 
     out = io.StringIO()
-    assert cmd_rotate(tmp_path, "RS256", False, 900, publish_lead_seconds=0, out=out) == 0
+    assert cli.keys_rotate(tmp_path, "RS256", False, 900, publish_lead_seconds=0, out=out) == 0
     assert "Published new RS256 key" in out.getvalue()
     server.reload_if_changed()
     assert server.signing_key("RS256")[0] == old_kid
 
     out = io.StringIO()
-    assert cmd_rotate(tmp_path, "RS256", False, 900, publish_lead_seconds=0, out=out) == 0
+    assert cli.keys_rotate(tmp_path, "RS256", False, 900, publish_lead_seconds=0, out=out) == 0
     assert "now signs new tokens" in out.getvalue()
     assert old_kid in out.getvalue()
     server.reload_if_changed()
@@ -476,20 +476,30 @@ def test_c3_cli_rotate_twice_with_lead_time_completes_a_rotation(
 def test_cli_rotate_refuses_unknown_alg_and_missing_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cmd_rotate(tmp_path, "RS256", False, 900) == 1
+    assert cli.keys_rotate(tmp_path, "RS256", False, 900) == 1
     assert "created when the bridge first starts" in capsys.readouterr().err
     KeyStore.load_or_create(tmp_path)
-    assert cmd_rotate(tmp_path, "HS256", False, 900) == 1
+    assert cli.keys_rotate(tmp_path, "HS256", False, 900) == 1
     assert "unsupported signing algorithm" in capsys.readouterr().err
 
 
-def test_cli_list_shows_a_table_and_json(tmp_path: Path) -> None:
+def keys_config(folder: Path, keys_dir: Path) -> str:
+    """A configuration folder whose ``keys_dir`` is ``keys_dir``, for ``bridge keys --config``."""
+    write_config(folder, issuer=ISSUER, database_url="sqlite:///bridge.db", imis_url=ISSUER)
+    main = folder / "bridge.toml"
+    main.write_text(main.read_text().replace('keys_dir = "keys"', f'keys_dir = "{keys_dir}"'))
+    return str(folder)
+
+
+def test_cli_list_shows_a_table_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = KeyStore.load_or_create(tmp_path)
     store.rotate("RS256", retire_after_seconds=600)
+    config = keys_config(tmp_path / "config", tmp_path)
 
-    out = io.StringIO()
-    assert cmd_list(tmp_path, as_json=False, out=out) == 0
-    table = out.getvalue()
+    assert cli.main(["keys", "list", "--config", config]) == 0
+    table = capsys.readouterr().out
     assert table.splitlines()[0].split() == [
         "KID",
         "ALG",
@@ -504,9 +514,8 @@ def test_cli_list_shows_a_table_and_json(tmp_path: Path) -> None:
         assert info.kid in table
     assert "Keyring: 1 key(s)" in table
 
-    out = io.StringIO()
-    assert cmd_list(tmp_path, as_json=True, out=out) == 0
-    data = json.loads(out.getvalue())
+    assert cli.main(["keys", "list", "--config", config, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert sorted(k["state"] for k in data["keys"]) == ["current", "current", "next"]
     assert all(k["in_jwks"] for k in data["keys"])
     assert data["keyring"]["encrypts"] == store.keyring_ids()[-1]
@@ -516,7 +525,8 @@ def test_cli_list_shows_a_table_and_json(tmp_path: Path) -> None:
 def test_cli_list_on_an_empty_folder_fails_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cmd_list(tmp_path / "nowhere", as_json=False) == 1
+    config = keys_config(tmp_path / "config", tmp_path / "nowhere")
+    assert cli.main(["keys", "list", "--config", config]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     assert err.count("\n") == 1

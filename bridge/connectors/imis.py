@@ -150,10 +150,6 @@ class ImisUserStore:
         self._turn = (self._turn + 1) % len(self._clients)
         return self._clients[self._turn]
 
-    @property
-    def has_service_account(self) -> bool:
-        return self._service is not None
-
     async def __aenter__(self) -> ImisUserStore:
         return self
 

@@ -1,23 +1,26 @@
-"""Signing keys, the public JWKS, key rotation, and the keyring for secrets stored at rest.
+"""Signing keys, the public JWKS and their rotation; signing and verifying JWTs; the KeyStore.
 
-This module owns everything under ``keys_dir``: it creates the RS256 and ES256
-signing keys and the secret-encryption keyring on first use, publishes the
-public keys as a JWKS, rotates signing keys so that a key is published before it
-signs and stays published until what it signed has expired (SECURITY C3), signs
-JWTs and verifies them refusing ``none``, HMAC, unknown keys and wrong
-iss/aud/exp (C2), and hashes RP client secrets (B3). It must not decide what a
-token says or how long it lives (that is :mod:`bridge.oauth`), must never hand a
-private key member to anything but its caller or write one outside ``keys_dir``,
-and touches no disk at import time: nothing happens until
-:meth:`KeyStore.load_or_create` or :meth:`KeyStore.open`.
+This module owns the signing keys under ``keys_dir``: it creates the RS256 and
+ES256 keys on first use, publishes the public keys as a JWKS (kid = RFC 7638
+thumbprint), rotates them so that a key is published before it signs and stays
+published until what it signed has expired (SECURITY C3), signs JWTs and
+verifies them refusing ``none``, HMAC, unknown keys and wrong iss/aud/exp (C2).
+:class:`KeyStore` is the one object callers hold: it keeps one immutable
+snapshot of ``keys_dir`` (signing keys and the :mod:`.keyring`), reloads it
+when another process changed the folder, and is the only writer of
+``manifest.json``. It must not decide what a token says or how long it lives
+(that is :mod:`bridge.oauth`), must never hand a private key member to
+anything but its caller or write one outside ``keys_dir``, must not print
+(the ``bridge keys`` commands live in :mod:`bridge.cli`), and touches no disk
+at import time: nothing happens until :meth:`KeyStore.load_or_create` or
+:meth:`KeyStore.open`.
 
-Layout of ``keys_dir`` (directory 0700, every file 0600, every write is
-write-temp + ``os.replace`` under an exclusive ``flock`` on ``.lock``)::
+Layout of ``keys_dir`` (the file rules are :mod:`.files`')::
 
     manifest.json        signing-key metadata: kid, alg, state, times (the commit point)
     RS256-<kid>.pem      one PKCS#8 private key per signing key, named by RFC 7638 kid
     ES256-<kid>.pem
-    keyring.json         Fernet keys that encrypt stored secrets; the last one encrypts
+    keyring.json         Fernet keys that encrypt stored secrets (see .keyring)
     .lock                flock target serialising creation and rotation across processes
 
 A key file is written before the manifest names it and deleted only after the
@@ -27,47 +30,46 @@ keys (a reader racing a deletion simply re-reads).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
-import hmac
 import json
 import os
 import re
-import secrets
-import stat
-import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import jwt
-from cryptography.fernet import Fernet
-from cryptography.fernet import InvalidToken as FernetInvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from bridge.keys.encoding import aware, b64url, b64url_decode, human_time, iso
+from bridge.keys.files import (
+    TMP_PREFIX,
+    KeyStoreError,
+    ensure_dir,
+    locked,
+    read_entries,
+    tighten,
+    write_atomic,
+    write_entries,
+)
+from bridge.keys.keyring import KEYRING, Keyring, KeyringEntry, add_keyring_key, read_keyring
+
 __all__ = [
     "DEFAULT_PUBLISH_LEAD_SECONDS",
+    "MANIFEST",
     "SUPPORTED_ALGS",
     "InvalidToken",
     "KeyInfo",
     "KeyStore",
-    "KeyStoreError",
     "RotationResult",
-    "SecretDecryptionError",
-    "cmd_list",
-    "cmd_rotate",
-    "generate_client_secret",
-    "hash_secret",
+    "check_alg",
     "jwk_thumbprint",
-    "verify_secret",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -81,27 +83,12 @@ SUPPORTED_ALGS: Final = ("RS256", "ES256")
 DEFAULT_PUBLISH_LEAD_SECONDS: Final = 24 * 3600
 
 MANIFEST: Final = "manifest.json"
-KEYRING: Final = "keyring.json"
-LOCK: Final = ".lock"
-_FORMAT_VERSION: Final = 1
 _STATES: Final = ("next", "current", "retired")
 _KID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url SHA-256: also a safe file name
-_KEYRING_ID = re.compile(r"^[0-9a-f]{8,64}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_TOKEN_CHARS: Final = 16 * 1024  # ours are < 2 KiB; bounds the work a stranger can cause
 _PEM_FILE = re.compile(r"^(RS256|ES256)-[A-Za-z0-9_-]{43}\.pem$")
-_TMP_PREFIX: Final = ".tmp-"
-_SECRET_SCHEME: Final = "fernet"
-_HASH_SCHEME: Final = "hmac-sha256"
 _LOAD_ATTEMPTS: Final = 3
-
-
-class KeyStoreError(Exception):
-    """``keys_dir`` is missing, unreadable or inconsistent; the message says which file and why."""
-
-
-class SecretDecryptionError(KeyStoreError):
-    """A stored secret cannot be decrypted: it was altered, or its key is not in the keyring."""
 
 
 class InvalidToken(Exception):
@@ -115,34 +102,17 @@ class InvalidToken(Exception):
 # --- small helpers ------------------------------------------------------------
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _uint(value: int, length: int | None = None) -> str:
     size = length if length is not None else max(1, (value.bit_length() + 7) // 8)
-    return _b64url(value.to_bytes(size, "big"))
+    return b64url(value.to_bytes(size, "big"))
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware (use datetime.now(UTC))")
-    return moment.astimezone(UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _check_alg(alg: str) -> None:
+def check_alg(alg: str) -> None:
+    """Refuse (``ValueError``) an ``alg`` outside :data:`SUPPORTED_ALGS`."""
     if alg not in SUPPORTED_ALGS:
         raise ValueError(f"unsupported signing algorithm {alg!r}; use one of {SUPPORTED_ALGS}")
 
@@ -169,7 +139,7 @@ def jwk_thumbprint(members: dict[str, str]) -> str:
     """
     required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}[members["kty"]]
     canonical = json.dumps({k: members[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 def _alg_fits(alg: str, key: PrivateKey | PublicKey) -> bool:
@@ -221,10 +191,10 @@ class KeyInfo:
             "kid": self.kid,
             "alg": self.alg,
             "state": self.state,
-            "created_at": _iso(self.created_at),
-            "activated_at": _iso(self.activated_at),
-            "retired_at": _iso(self.retired_at),
-            "retire_until": _iso(self.retire_until),
+            "created_at": iso(self.created_at),
+            "activated_at": iso(self.activated_at),
+            "retired_at": iso(self.retired_at),
+            "retire_until": iso(self.retire_until),
         }
 
     @classmethod
@@ -245,7 +215,7 @@ class KeyInfo:
             if not isinstance(value, str):
                 raise KeyStoreError(f"{where}: {name} must be a time or null")
             try:
-                return _aware(datetime.fromisoformat(value))
+                return aware(datetime.fromisoformat(value))
             except ValueError as exc:
                 raise KeyStoreError(f"{where}: {name} is not an ISO 8601 UTC time") from exc
 
@@ -293,13 +263,13 @@ class RotationResult:
         if self.retired:
             lines.append(
                 f"Previous key {self.retired} no longer signs; it stays in the JWKS "
-                f"until {_human(self.retire_until)} so tokens it signed keep verifying."
+                f"until {human_time(self.retire_until)} so tokens it signed keep verifying."
             )
         if self.pending and not self.published:
             lines.append(f"{self.alg} key {self.pending} is published but does not sign yet.")
         if self.ready_at is not None:
             lines.append(
-                f"It starts signing at the next rotation after {_human(self.ready_at)}, "
+                f"It starts signing at the next rotation after {human_time(self.ready_at)}, "
                 "when relying parties have had time to fetch it: run `bridge keys rotate` "
                 "again then (or use --now)."
             )
@@ -319,8 +289,8 @@ class RotationResult:
             "pending": self.pending,
             "promoted": self.promoted,
             "retired": self.retired,
-            "retire_until": _iso(self.retire_until),
-            "ready_at": _iso(self.ready_at),
+            "retire_until": iso(self.retire_until),
+            "ready_at": iso(self.ready_at),
             "dropped": list(self.dropped),
             "immediate": self.immediate,
         }
@@ -334,13 +304,6 @@ class _Key:
     jwk: dict[str, str]  # public members + kid, use, alg; copied before leaving the module
 
 
-@dataclass(frozen=True, slots=True)
-class _KeyringEntry:
-    id: str
-    key: str
-    created_at: datetime
-
-
 Stamp = tuple[tuple[int, int, int] | None, ...]
 
 
@@ -350,83 +313,18 @@ class _State:
 
     keys: dict[str, _Key]
     current: dict[str, _Key]
-    keyring: tuple[_KeyringEntry, ...]
-    fernets: dict[str, Fernet]
+    keyring: Keyring
     stamp: Stamp
 
 
 # --- disk ---------------------------------------------------------------------
 
 
-def _ensure_dir(keys_dir: Path) -> None:
-    keys_dir.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        keys_dir.mkdir(mode=0o700)
-    if not keys_dir.is_dir():
-        raise KeyStoreError(f"{keys_dir}: not a directory")
-    if stat.S_IMODE(keys_dir.stat().st_mode) & 0o077:
-        # A checked-out keys/ folder is 0755; private keys must not be listable by others.
-        os.chmod(keys_dir, 0o700)
-
-
-@contextlib.contextmanager
-def _locked(keys_dir: Path) -> Iterator[None]:
-    """Exclusive cross-process lock; flock is per open file, so threads exclude each other too."""
-    fd = os.open(keys_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    _write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise KeyStoreError(f"{path}: cannot be read: {exc.strerror}") from exc
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise KeyStoreError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("version") != _FORMAT_VERSION:
-        raise KeyStoreError(f"{path}: not a version {_FORMAT_VERSION} file")
-    return data
-
-
 def _read_manifest(keys_dir: Path) -> list[KeyInfo] | None:
     path = keys_dir / MANIFEST
-    data = _read_json(path)
-    if data is None:
+    raw_keys = read_entries(path)
+    if raw_keys is None:
         return None
-    raw_keys = data.get("keys")
-    if not isinstance(raw_keys, list):
-        raise KeyStoreError(f"{path}: keys must be a list")
     infos = [KeyInfo.from_json(raw, f"{path}: keys[{i}]") for i, raw in enumerate(raw_keys)]
     if len({info.kid for info in infos}) != len(infos):
         raise KeyStoreError(f"{path}: a kid appears twice")
@@ -438,62 +336,7 @@ def _read_manifest(keys_dir: Path) -> list[KeyInfo] | None:
 
 
 def _write_manifest(keys_dir: Path, infos: Sequence[KeyInfo]) -> None:
-    _write_json(
-        keys_dir / MANIFEST,
-        {"version": _FORMAT_VERSION, "keys": [info.to_json() for info in infos]},
-    )
-
-
-def _read_keyring(keys_dir: Path) -> list[_KeyringEntry] | None:
-    path = keys_dir / KEYRING
-    data = _read_json(path)
-    if data is None:
-        return None
-    _tighten(path)
-    raw_keys = data.get("keys")
-    if not isinstance(raw_keys, list):
-        raise KeyStoreError(f"{path}: keys must be a list")
-    entries: list[_KeyringEntry] = []
-    for i, raw in enumerate(raw_keys):
-        where = f"{path}: keys[{i}]"
-        if not isinstance(raw, dict):
-            raise KeyStoreError(f"{where}: must be an object")
-        key_id, key, created = raw.get("id"), raw.get("key"), raw.get("created_at")
-        if not isinstance(key_id, str) or not _KEYRING_ID.match(key_id):
-            raise KeyStoreError(f"{where}: id must be lowercase hex")
-        if not isinstance(key, str) or not isinstance(created, str):
-            raise KeyStoreError(f"{where}: key and created_at must be strings")
-        try:
-            Fernet(key)
-            created_at = _aware(datetime.fromisoformat(created))
-        except ValueError as exc:
-            raise KeyStoreError(f"{where}: not a Fernet key with an ISO 8601 UTC time") from exc
-        entries.append(_KeyringEntry(key_id, key, created_at))
-    return entries
-
-
-def _write_keyring(keys_dir: Path, entries: Sequence[_KeyringEntry]) -> None:
-    _write_json(
-        keys_dir / KEYRING,
-        {
-            "version": _FORMAT_VERSION,
-            "keys": [{"id": e.id, "key": e.key, "created_at": _iso(e.created_at)} for e in entries],
-        },
-    )
-
-
-def _new_keyring_entry(now: datetime, taken: Sequence[_KeyringEntry]) -> _KeyringEntry:
-    used = {e.id for e in taken}
-    key_id = secrets.token_hex(4)
-    while key_id in used:
-        key_id = secrets.token_hex(4)
-    return _KeyringEntry(key_id, Fernet.generate_key().decode("ascii"), now)
-
-
-def _tighten(path: Path) -> None:
-    """Files copied in by an operator may be world-readable; ours are always 0600."""
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        os.chmod(path, 0o600)
+    write_entries(keys_dir / MANIFEST, [info.to_json() for info in infos])
 
 
 def _create_key(keys_dir: Path, alg: str, state: str, now: datetime) -> KeyInfo:
@@ -511,14 +354,14 @@ def _create_key(keys_dir: Path, alg: str, state: str, now: datetime) -> KeyInfo:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomic(keys_dir / info.file_name, pem)
+    write_atomic(keys_dir / info.file_name, pem)
     return info
 
 
 def _load_key(keys_dir: Path, info: KeyInfo) -> _Key:
     path = keys_dir / info.file_name
     pem = path.read_bytes()  # FileNotFoundError means a racing rotation: the caller re-reads
-    _tighten(path)
+    tighten(path)
     try:
         private = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -551,7 +394,7 @@ def _read_state(keys_dir: Path) -> _State:
     for attempt in range(_LOAD_ATTEMPTS):
         stamp = _stamp(keys_dir)  # taken first: a write after it forces one more reload
         infos = _read_manifest(keys_dir)
-        keyring = _read_keyring(keys_dir)
+        keyring = read_keyring(keys_dir)
         if infos is None or keyring is None:
             raise KeyStoreError(
                 f"{keys_dir}: no keys here; they are created when the bridge first starts"
@@ -569,8 +412,7 @@ def _read_state(keys_dir: Path) -> _State:
         if missing or not keyring:
             what = f"no current {', '.join(missing)} key" if missing else "an empty keyring"
             raise KeyStoreError(f"{keys_dir}: incomplete key set ({what})")
-        fernets = {e.id: Fernet(e.key) for e in keyring}
-        return _State(keys, current, tuple(keyring), fernets, stamp)
+        return _State(keys, current, Keyring.of(keys_dir / KEYRING, keyring), stamp)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -587,7 +429,7 @@ def _unverified_header(token: str) -> dict[str, Any]:
     if not dot or not _SEGMENT.match(head):
         raise InvalidToken("malformed token")
     try:
-        header = json.loads(_b64url_decode(head))
+        header = json.loads(b64url_decode(head))
     except (ValueError, binascii.Error) as exc:
         raise InvalidToken("malformed token") from exc
     if not isinstance(header, dict):
@@ -601,7 +443,7 @@ def _purge(infos: list[KeyInfo], now: datetime) -> tuple[list[KeyInfo], list[Key
     return kept, dropped
 
 
-def _start_fresh(keys_dir: Path, keyring: list[_KeyringEntry] | None) -> None:
+def _start_fresh(keys_dir: Path, keyring: list[KeyringEntry] | None) -> None:
     """First start: write an empty manifest before any key file.
 
     From then on a key file the manifest does not name is a leftover of a
@@ -627,7 +469,7 @@ def _remove_unlisted(keys_dir: Path, infos: Sequence[KeyInfo]) -> None:
     listed = {info.file_name for info in infos}
     for path in keys_dir.iterdir():
         name = path.name
-        if (_PEM_FILE.match(name) and name not in listed) or name.startswith(_TMP_PREFIX):
+        if (_PEM_FILE.match(name) and name not in listed) or name.startswith(TMP_PREFIX):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
@@ -676,11 +518,11 @@ class KeyStore:
         lock and the first one wins. Retired keys whose time is up are removed.
         """
         keys_dir = Path(keys_dir)
-        _ensure_dir(keys_dir)
-        with _locked(keys_dir):
-            now = _aware(clock())
+        ensure_dir(keys_dir)
+        with locked(keys_dir):
+            now = aware(clock())
             listed = _read_manifest(keys_dir)
-            keyring = _read_keyring(keys_dir)
+            keyring = read_keyring(keys_dir)
             if listed is None:
                 _start_fresh(keys_dir, keyring)
                 listed = []
@@ -697,7 +539,7 @@ class KeyStore:
                     infos.append(_create_key(keys_dir, alg, "current", now))
                     changed = True
             if not keyring:
-                _write_keyring(keys_dir, [_new_keyring_entry(now, [])])
+                add_keyring_key(keys_dir, now)
             if changed:
                 _write_manifest(keys_dir, infos)
             _remove_unlisted(keys_dir, infos)
@@ -753,7 +595,7 @@ class KeyStore:
 
     def signing_key(self, alg: str = "RS256") -> tuple[str, PrivateKey]:
         """The kid and private key that sign new ``alg`` tokens (for Authlib's jwt config)."""
-        _check_alg(alg)
+        check_alg(alg)
         key = self._state.current[alg]
         return key.info.kid, key.private
 
@@ -775,7 +617,7 @@ class KeyStore:
 
         ``headers`` may set e.g. ``typ`` (``at+jwt``) but not ``alg`` or ``kid``.
         """
-        _check_alg(alg)
+        check_alg(alg)
         extra = headers or {}
         if "alg" in extra or "kid" in extra:
             raise ValueError("alg and kid are chosen by the key store")
@@ -867,11 +709,11 @@ class KeyStore:
         Every call also removes retired keys whose time is up, from the JWKS
         and from disk.
         """
-        _check_alg(alg)
+        check_alg(alg)
         if retire_after_seconds < 0:
             raise ValueError("retire_after_seconds must not be negative")
-        now = _aware(now) if now is not None else _aware(self._clock())
-        with _locked(self.keys_dir):
+        now = aware(now) if now is not None else aware(self._clock())
+        with locked(self.keys_dir):
             infos = _read_manifest(self.keys_dir)
             if infos is None:
                 raise KeyStoreError(f"{self.keys_dir}: no keys to rotate")
@@ -905,35 +747,19 @@ class KeyStore:
             self._state = _read_state(self.keys_dir)
         return result
 
-    # secrets at rest ---------------------------------------------------------
+    # secrets at rest (the keyring: see bridge.keys.keyring) ----------------
 
     def encrypt_secret(self, plain: str) -> str:
         """Encrypt with the newest keyring key: ``fernet:<key id>:<Fernet token>``."""
-        newest = self._state.keyring[-1]
-        token = self._state.fernets[newest.id].encrypt(plain.encode("utf-8"))
-        return f"{_SECRET_SCHEME}:{newest.id}:{token.decode('ascii')}"
+        return self._state.keyring.encrypt(plain)
 
     def decrypt_secret(self, token: str) -> str:
         """Decrypt with whichever keyring key encrypted it; :class:`SecretDecryptionError` else."""
-        scheme, _, rest = token.partition(":")
-        key_id, _, body = rest.partition(":")
-        if scheme != _SECRET_SCHEME or not body:
-            raise SecretDecryptionError("not an encrypted secret written by this bridge")
-        fernet = self._state.fernets.get(key_id)
-        if fernet is None and not _KEYRING_ID.match(key_id):
-            raise SecretDecryptionError("not an encrypted secret written by this bridge")
-        if fernet is None:
-            raise SecretDecryptionError(
-                f"encrypted with keyring key {key_id!r}, which is not in {self.keys_dir / KEYRING}"
-            )
-        try:
-            return fernet.decrypt(body.encode("ascii")).decode("utf-8")
-        except (FernetInvalidToken, UnicodeError) as exc:
-            raise SecretDecryptionError("the encrypted secret was altered or is corrupt") from exc
+        return self._state.keyring.decrypt(token)
 
     def needs_reencrypt(self, token: str) -> bool:
         """Whether ``token`` was encrypted with a key older than the newest one."""
-        return not token.startswith(f"{_SECRET_SCHEME}:{self._state.keyring[-1].id}:")
+        return self._state.keyring.needs_reencrypt(token)
 
     def rotate_keyring(self, *, now: datetime | None = None) -> str:
         """Add a new keyring key, which encrypts from now on; all keys still decrypt.
@@ -941,31 +767,23 @@ class KeyStore:
         Returns the new key id. Re-encrypt stored values (see
         :meth:`needs_reencrypt`) before ever removing an old key by hand.
         """
-        now = _aware(now) if now is not None else _aware(self._clock())
-        with _locked(self.keys_dir):
-            entries = _read_keyring(self.keys_dir) or []
-            entry = _new_keyring_entry(now, entries)
-            _write_keyring(self.keys_dir, [*entries, entry])
+        now = aware(now) if now is not None else aware(self._clock())
+        with locked(self.keys_dir):
+            entry = add_keyring_key(self.keys_dir, now)
             self._state = _read_state(self.keys_dir)
         return entry.id
 
     def keyring_ids(self) -> list[str]:
         """Keyring key ids, oldest first; the last one encrypts."""
-        return [e.id for e in self._state.keyring]
+        return self._state.keyring.ids()
 
     def mac_keys(self, purpose: str) -> list[tuple[str, bytes]]:
         """``(keyring id, 32-byte key)`` for MACs of one ``purpose``, newest first.
 
-        Each is HMAC-SHA256(keyring key, purpose): a key of its own per use,
-        so a MAC never doubles as anything the keyring encrypts, and no new
-        secret needs configuring. The newest signs; all of them verify, so
-        :meth:`rotate_keyring` does not void what was signed before.
+        See :meth:`bridge.keys.keyring.Keyring.mac_keys`; :meth:`rotate_keyring`
+        does not void what was signed before.
         """
-        label = f"imis-bridge mac key: {purpose}".encode()
-        return [
-            (e.id, hmac.new(e.key.encode("ascii"), label, hashlib.sha256).digest())
-            for e in reversed(self._state.keyring)
-        ]
+        return self._state.keyring.mac_keys(purpose)
 
 
 def _promote(
@@ -985,129 +803,3 @@ def _promote(
             )
         out.append(info)
     return out, old
-
-
-# --- client secrets (SECURITY B3) -------------------------------------------
-
-
-def generate_client_secret() -> str:
-    """A new RP client secret: 256 random bits, URL-safe (43 characters)."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str) -> str:
-    """Hash an RP client secret for storage: ``hmac-sha256$<salt>$<hex digest>``.
-
-    Deliberately a fast salted hash, not a password hash (bcrypt, scrypt,
-    argon2). Slow hashes exist to make guessing low-entropy human passwords
-    expensive; our client secrets come from :func:`generate_client_secret`
-    with 256 random bits, which no amount of hashing speed makes guessable
-    from a leaked database. A slow hash would instead cost tens of
-    milliseconds of CPU on every client authentication at the token endpoint,
-    which is hot (target above 1,200 refresh grants a second) and would hand
-    attackers a cheap denial of service. The per-secret salt keeps equal
-    secrets from having equal hashes. Secrets chosen by people must therefore
-    be refused where they enter (the registry requires a minimum length).
-    """
-    if not secret:
-        raise ValueError("an empty client secret cannot be stored")
-    salt = secrets.token_bytes(16)
-    digest = hmac.new(salt, secret.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"{_HASH_SCHEME}${_b64url(salt)}${digest}"
-
-
-def verify_secret(secret: str, stored: str) -> bool:
-    """Whether ``secret`` matches ``stored`` (from :func:`hash_secret`), in constant time."""
-    scheme, _, rest = stored.partition("$")
-    salt_text, _, expected = rest.partition("$")
-    if scheme != _HASH_SCHEME or not expected:
-        return False
-    try:
-        salt = _b64url_decode(salt_text)
-    except (binascii.Error, ValueError):
-        return False
-    actual = hmac.new(salt, secret.encode("utf-8"), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(actual.encode("ascii"), expected.encode("ascii", "replace"))
-
-
-# --- command line -------------------------------------------------------------
-
-
-def _human(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _fail(reason: str, err: TextIO) -> int:
-    print(f"error: {reason}", file=err)
-    return 1
-
-
-def cmd_list(keys_dir: Path, as_json: bool, *, out: TextIO | None = None) -> int:
-    """``bridge keys list``: the signing keys and keyring ids as a table or JSON."""
-    out = out or sys.stdout
-    try:
-        store = KeyStore.open(keys_dir)
-    except KeyStoreError as exc:
-        return _fail(str(exc), sys.stderr)
-    now = _utcnow()
-    infos = store.list_keys()
-    if as_json:
-        payload = {
-            "keys": [{**i.to_json(), "in_jwks": i.published(now)} for i in infos],
-            "keyring": {"ids": store.keyring_ids(), "encrypts": store.keyring_ids()[-1]},
-        }
-        print(json.dumps(payload, indent=2), file=out)
-        return 0
-    rows = [("KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED", "IN JWKS")]
-    for i in infos:
-        if i.state != "retired":
-            in_jwks = "yes"
-        elif i.published(now):
-            in_jwks = f"until {_human(i.retire_until)}"
-        else:
-            in_jwks = "no (expired)"
-        rows.append(
-            (
-                i.kid,
-                i.alg,
-                i.state,
-                _human(i.created_at),
-                _human(i.activated_at),
-                _human(i.retired_at),
-                in_jwks,
-            )
-        )
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out
-        )
-    ids = store.keyring_ids()
-    print(f"\nKeyring: {len(ids)} key(s); {ids[-1]} encrypts, all decrypt.", file=out)
-    return 0
-
-
-def cmd_rotate(
-    keys_dir: Path,
-    alg: str,
-    immediate: bool,
-    retire_after_seconds: int,
-    *,
-    publish_lead_seconds: int = DEFAULT_PUBLISH_LEAD_SECONDS,
-    as_json: bool = False,
-    out: TextIO | None = None,
-) -> int:
-    """``bridge keys rotate``: one rotation step for ``alg`` (see :meth:`KeyStore.rotate`).
-
-    Pass ``retire_after_seconds`` = the longest JWT lifetime in settings plus a
-    margin for process reload and clock skew (a few minutes).
-    """
-    out = out or sys.stdout
-    try:
-        _check_alg(alg)
-        store = KeyStore.open(keys_dir, publish_lead_seconds=publish_lead_seconds)
-        result = store.rotate(alg, retire_after_seconds=retire_after_seconds, immediate=immediate)
-    except (KeyStoreError, ValueError) as exc:
-        return _fail(str(exc), sys.stderr)
-    print(json.dumps(result.to_json(), indent=2) if as_json else result.describe(), file=out)
-    return 0

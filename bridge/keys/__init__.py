@@ -1,0 +1,52 @@
+"""Everything under ``keys_dir``: signing keys and JWKS, the keyring for secrets at rest, and
+the hashing of client secrets.
+
+The package is split by job; this module only re-exports the names the rest of
+the bridge imports, so callers write ``from bridge.keys import KeyStore``:
+
+- :mod:`.signing`: signing keys, JWKS, rotation, sign/verify JWT, and
+  :class:`KeyStore`, the object callers hold;
+- :mod:`.keyring`: the Fernet keyring that encrypts stored secrets, and the
+  MAC keys derived from it;
+- :mod:`.hashing`: generating, hashing and checking RP client secrets;
+- :mod:`.files` and :mod:`.encoding`: the shared file rules (0700/0600,
+  atomic writes, ``flock``) and text forms (base64url, UTC times).
+
+Nothing in the package prints or reads settings (the ``bridge keys`` commands
+are in :mod:`bridge.cli`), and nothing touches the disk at import time.
+"""
+
+from bridge.keys.encoding import human_time
+from bridge.keys.files import KeyStoreError
+from bridge.keys.hashing import generate_client_secret, hash_secret, verify_secret
+from bridge.keys.keyring import KEYRING, SecretDecryptionError
+from bridge.keys.signing import (
+    DEFAULT_PUBLISH_LEAD_SECONDS,
+    MANIFEST,
+    SUPPORTED_ALGS,
+    InvalidToken,
+    KeyInfo,
+    KeyStore,
+    RotationResult,
+    check_alg,
+    jwk_thumbprint,
+)
+
+__all__ = [
+    "DEFAULT_PUBLISH_LEAD_SECONDS",
+    "KEYRING",
+    "MANIFEST",
+    "SUPPORTED_ALGS",
+    "InvalidToken",
+    "KeyInfo",
+    "KeyStore",
+    "KeyStoreError",
+    "RotationResult",
+    "SecretDecryptionError",
+    "check_alg",
+    "generate_client_secret",
+    "hash_secret",
+    "human_time",
+    "jwk_thumbprint",
+    "verify_secret",
+]
