@@ -177,6 +177,7 @@ def test_an_answer_with_an_unknown_nonce_is_refused(forum: Forum, client: httpx.
 def test_an_answer_in_another_browser_is_refused(forum: Forum, client: httpx.Client) -> None:
     nonce = _request(forum, client).nonce
     with forum.client() as other:
+        _ask(forum, other)  # the other browser has its own forum cookie, not this nonce
         refused = _answer(forum, other, *_build(forum, nonce))
     assert refused.status_code == 400
     assert "different browser session" in refused.text

@@ -469,6 +469,19 @@ def test_e8_admin_and_moderator_are_never_sent() -> None:
         assert not any(k.startswith("admin") for k in fields)
 
 
+def test_e8_admin_is_dropped_even_if_the_target_check_let_it_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The answer's last step drops admin/moderator on its own, not only via claim_target."""
+    monkeypatch.setattr(discourse, "claim_target", lambda target: None)
+    claims = {**CLAIMS, "admin": "true", "moderator": "true", "title": "kept"}
+    sso, _ = build_response(claims, "n1", OPTIONS, emails_verified=True)
+    fields = _fields(sso)
+    assert fields["title"] == "kept"
+    assert "admin" not in fields
+    assert "moderator" not in fields
+
+
 def test_mapped_fields_are_sent() -> None:
     claims = {
         **CLAIMS,
