@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class DemoForumSettings:
 
 #: slug -> the forum's settings, or None when there is no such forum. Called per request.
 ForumLookup = Callable[[str], DemoForumSettings | None]
+ForumHandler = Callable[[Request, str, DemoForumSettings], Awaitable[Response]]
 
 
 @dataclass
@@ -153,25 +154,26 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
     seen at once); ``clock`` is the time, in seconds, that nonces expire by."""
     state = _State()
 
-    def known(request: Request) -> tuple[str, DemoForumSettings] | Response:
-        slug = request.path_params["slug"]
-        found = lookup(slug)
-        if found is None:
-            return _page(
-                request,
-                "demo_discourse_message.html",
-                slug,
-                title="No such forum",
-                message=f"No Discourse registration of the bridge has the slug {slug!r}.",
-                status_code=404,
-            )
-        return slug, found
+    def forum_page(handler: ForumHandler) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` for a known forum slug; a 404 page for any other."""
 
-    async def home(request: Request) -> Response:
-        found = known(request)
-        if isinstance(found, Response):
-            return found
-        slug, settings = found
+        async def endpoint(request: Request) -> Response:
+            slug = request.path_params["slug"]
+            settings = lookup(slug)
+            if settings is None:
+                return _page(
+                    request,
+                    "demo_discourse_message.html",
+                    slug,
+                    title="No such forum",
+                    message=f"No Discourse registration of the bridge has the slug {slug!r}.",
+                    status_code=404,
+                )
+            return await handler(request, slug, settings)
+
+        return endpoint
+
+    async def home(request: Request, slug: str, settings: DemoForumSettings) -> Response:
         signed_in = _signed_in(request, state, slug)
         return _page(
             request,
@@ -185,11 +187,7 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
             connect_url=settings.connect_url,
         )
 
-    async def start_sign_in(request: Request) -> Response:
-        found = known(request)
-        if isinstance(found, Response):
-            return found
-        slug, settings = found
+    async def start_sign_in(request: Request, slug: str, settings: DemoForumSettings) -> Response:
         now = clock()
         state.forget_old(now)
         browser = request.cookies.get(_cookie(slug, "browser")) or secrets.token_urlsafe(24)
@@ -211,11 +209,7 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
         _set_cookie(request, response, slug, "browser", browser)
         return response
 
-    async def finish_sign_in(request: Request) -> Response:
-        found = known(request)
-        if isinstance(found, Response):
-            return found
-        slug, settings = found
+    async def finish_sign_in(request: Request, slug: str, settings: DemoForumSettings) -> Response:
         now = clock()
         state.forget_old(now)
         try:
@@ -241,11 +235,7 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
         _set_cookie(request, response, slug, "session", sid)
         return response
 
-    async def sign_out(request: Request) -> Response:
-        found = known(request)
-        if isinstance(found, Response):
-            return found
-        slug, settings = found
+    async def sign_out(request: Request, slug: str, settings: DemoForumSettings) -> Response:
         state.sign_ins.pop(request.cookies.get(_cookie(slug, "session"), ""), None)
         target = settings.logout_redirect or f"{_base_path(request, slug)}/"
         response = RedirectResponse(target, status_code=302)
@@ -254,11 +244,11 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
 
     routes: list[BaseRoute] = [
         Mount("/static", app=StaticFiles(directory=_STATIC), name="static"),
-        Route("/{slug}", home),
-        Route("/{slug}/", home),
-        Route("/{slug}/session/sso", start_sign_in),
-        Route("/{slug}/session/sso_login", finish_sign_in),
-        Route("/{slug}/session/logout", sign_out),
+        Route("/{slug}", forum_page(home)),
+        Route("/{slug}/", forum_page(home)),
+        Route("/{slug}/session/sso", forum_page(start_sign_in)),
+        Route("/{slug}/session/sso_login", forum_page(finish_sign_in)),
+        Route("/{slug}/session/logout", forum_page(sign_out)),
     ]
     return Starlette(routes=routes)
 
