@@ -1,0 +1,256 @@
+"""The demo forum, over real HTTP, against the Discourse profile's protocol functions.
+
+No bridge routes exist yet: the test plays the bridge with :func:`verify_request`
+and :func:`build_response`, and the forum checks the answer as Discourse does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from bridge.discourse_demo_forum import (
+    NONCE_SECONDS,
+    DemoForumSettings,
+    ForumError,
+    mount_demo_forum,
+    parse_answer,
+)
+from bridge.profiles.discourse import (
+    ConnectRefused,
+    DiscourseOptions,
+    build_response,
+    encode_payload,
+    failed_response,
+    redirect_url,
+    sign,
+    verify_request,
+)
+from tests.support.servers import free_port, serve
+
+SECRET = "discourse-connect-secret-0123456789abcdef"
+CLAIMS: dict[str, Any] = {
+    "sub": "23210",
+    "name": "Jane Doe",
+    "email": "jane.doe@example.org",
+    "username": "jdoe",
+    "groups": "members,board",
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Forum:
+    """A demo forum on a loopback port, and the registration the bridge would have for it."""
+
+    origin: str
+    connect_url: str
+    options: DiscourseOptions
+    clock: Clock
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.origin, follow_redirects=False, timeout=30)
+
+
+@contextmanager
+def _serve_forum(secret: str = SECRET) -> Iterator[Forum]:
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    connect_url = f"{origin}/discourse/forum"  # the bridge's URL: not served here
+    settings = DemoForumSettings(
+        connect_url=connect_url, secret=secret, logout_redirect=f"{connect_url}/logout"
+    )
+    clock = Clock()
+    app = Starlette(routes=[mount_demo_forum({"forum": settings}.get, clock=clock)])
+    options = DiscourseOptions(
+        discourse_url=f"{origin}/_demo/discourse/forum", connect_secret=SECRET
+    )
+    with serve(app, port=port):
+        yield Forum(origin, connect_url, options, clock)
+
+
+@pytest.fixture(scope="module")
+def forum() -> Iterator[Forum]:
+    with _serve_forum() as found:
+        yield found
+
+
+@pytest.fixture
+def client(forum: Forum) -> Iterator[httpx.Client]:
+    with forum.client() as browser:
+        yield browser
+
+
+def _ask(forum: Forum, client: httpx.Client, query: str = "") -> tuple[str, str]:
+    """Log In on the demo forum; the (sso, sig) it sends the browser to the bridge with."""
+    response = client.get(f"/_demo/discourse/forum/session/sso{query}")
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location.startswith(forum.connect_url + "?sso=")
+    params = parse_qs(urlsplit(location).query)
+    return params["sso"][0], params["sig"][0]
+
+
+def _request(forum: Forum, client: httpx.Client, query: str = "") -> Any:
+    return verify_request(*_ask(forum, client, query), forum.options)
+
+
+def _answer(forum: Forum, client: httpx.Client, sso: str, sig: str) -> httpx.Response:
+    url = f"{forum.origin}/_demo/discourse/forum/session/sso_login"
+    return client.get(redirect_url(url, sso, sig))
+
+
+def _build(forum: Forum, nonce: str, *, verified: bool = True) -> tuple[str, str]:
+    return build_response(CLAIMS, nonce, forum.options, emails_verified=verified)
+
+
+def test_the_whole_loop_signs_the_member_in(forum: Forum, client: httpx.Client) -> None:
+    home = client.get("/_demo/discourse/forum/")
+    assert home.status_code == 200
+    assert "Log In" in home.text
+    request = _request(forum, client)
+    assert re.fullmatch(r"[0-9a-f]{32}", request.nonce)
+    assert request.return_sso_url == f"{forum.origin}/_demo/discourse/forum/session/sso_login"
+    assert not request.prompt_none
+    sso, sig = _build(forum, request.nonce, verified=False)
+    back = client.get(redirect_url(request.return_sso_url, sso, sig))
+    assert back.status_code == 302
+    assert back.headers["location"] == "/_demo/discourse/forum/"
+    page = client.get("/_demo/discourse/forum/")
+    assert "Welcome, Jane Doe" in page.text
+    for value in ("23210", "jane.doe@example.org", "jdoe", "members,board", "require_activation"):
+        assert value in page.text
+
+
+def test_e7_a_forum_with_another_secret_gets_no_answer() -> None:
+    with (
+        _serve_forum(secret="x" * 40) as other,
+        other.client() as browser,
+        pytest.raises(ConnectRefused) as caught,
+    ):
+        _request(other, browser)
+    assert caught.value.reason == "bad_signature"
+
+
+def test_prompt_none_reaches_the_bridge_and_failed_is_shown(
+    forum: Forum, client: httpx.Client
+) -> None:
+    request = _request(forum, client, "?prompt=none")
+    assert request.prompt_none
+    back = _answer(forum, client, *failed_response(request.nonce, forum.options))
+    assert back.status_code == 302
+    page = client.get(back.headers["location"])
+    assert "failed=true" in page.text
+    assert "Welcome" not in page.text
+
+
+def test_a_replayed_answer_is_refused(forum: Forum, client: httpx.Client) -> None:
+    answer = _build(forum, _request(forum, client).nonce)
+    assert _answer(forum, client, *answer).status_code == 302
+    again = _answer(forum, client, *answer)
+    assert again.status_code == 400
+    assert "Nonce has already been used" in again.text
+
+
+def test_an_answer_with_an_unknown_nonce_is_refused(forum: Forum, client: httpx.Client) -> None:
+    _ask(forum, client)
+    refused = _answer(forum, client, *_build(forum, "f" * 32))
+    assert refused.status_code == 400
+    assert "Nonce is incorrect" in refused.text
+
+
+def test_an_answer_in_another_browser_is_refused(forum: Forum, client: httpx.Client) -> None:
+    nonce = _request(forum, client).nonce
+    with forum.client() as other:
+        _ask(forum, other)  # the other browser has its own forum cookie, not this nonce
+        refused = _answer(forum, other, *_build(forum, nonce))
+    assert refused.status_code == 400
+    assert "different browser session" in refused.text
+    assert _answer(forum, client, *_build(forum, nonce)).status_code == 302
+
+
+def test_an_answer_after_ten_minutes_is_refused(forum: Forum, client: httpx.Client) -> None:
+    nonce = _request(forum, client).nonce
+    forum.clock.now += NONCE_SECONDS + 1
+    refused = _answer(forum, client, *_build(forum, nonce))
+    assert refused.status_code == 400
+    assert "expired" in refused.text
+
+
+def test_a_tampered_answer_is_refused(forum: Forum, client: httpx.Client) -> None:
+    nonce = _request(forum, client).nonce
+    sso, sig = _build(forum, nonce)
+    forged = encode_payload([("nonce", nonce), ("external_id", "1"), ("email", "x@y")])
+    refused = _answer(forum, client, forged, sig)
+    assert refused.status_code == 400
+    assert "Bad signature for payload" in refused.text
+    # The nonce was not spent on the forgery: the genuine answer still works.
+    assert _answer(forum, client, sso, sig).status_code == 302
+
+
+def test_an_answer_without_external_id_is_refused(forum: Forum, client: httpx.Client) -> None:
+    nonce = _request(forum, client).nonce
+    sso = encode_payload([("nonce", nonce), ("email", "jane.doe@example.org")])
+    refused = _answer(forum, client, sso, sign(sso, SECRET))
+    assert refused.status_code == 400
+    assert "external_id is blank" in refused.text
+
+
+def test_e8_the_demo_refuses_an_answer_granting_staff_powers(
+    forum: Forum, client: httpx.Client
+) -> None:
+    nonce = _request(forum, client).nonce
+    fields = [("nonce", nonce), ("external_id", "1"), ("email", "a@b"), ("admin", "true")]
+    sso = encode_payload(fields)
+    refused = _answer(forum, client, sso, sign(sso, SECRET))
+    assert refused.status_code == 400
+    assert "admin" in refused.text
+    assert "Welcome" not in client.get("/_demo/discourse/forum/").text
+
+
+def test_log_out_goes_to_the_logout_redirect(forum: Forum, client: httpx.Client) -> None:
+    _answer(forum, client, *_build(forum, _request(forum, client).nonce))
+    assert "Welcome" in client.get("/_demo/discourse/forum/").text
+    out = client.get("/_demo/discourse/forum/session/logout")
+    assert out.status_code == 302
+    assert out.headers["location"] == f"{forum.connect_url}/logout"
+    assert "Welcome" not in client.get("/_demo/discourse/forum/").text
+
+
+def test_return_path_stays_on_the_forum(forum: Forum, client: httpx.Client) -> None:
+    nonce = _request(forum, client, "?return_path=//evil.example/x").nonce
+    back = _answer(forum, client, *_build(forum, nonce))
+    assert back.headers["location"] == "/_demo/discourse/forum/"
+    nonce = _request(forum, client, "?return_path=/t/welcome/1").nonce
+    back = _answer(forum, client, *_build(forum, nonce))
+    assert back.headers["location"] == "/_demo/discourse/forum/t/welcome/1"
+
+
+def test_an_unknown_forum_is_404(client: httpx.Client) -> None:
+    assert client.get("/_demo/discourse/nope/").status_code == 404
+
+
+def test_parse_answer_refuses_what_discourse_refuses() -> None:
+    sso = encode_payload([("nonce", "n"), ("external_id", "1")])
+    assert parse_answer(sso, sign(sso, SECRET), SECRET)["external_id"] == "1"
+    with pytest.raises(ForumError, match="Base64 encoded"):
+        parse_answer(sso + "%", sign(sso, SECRET), SECRET)
+    with pytest.raises(ForumError, match="Bad signature"):
+        parse_answer(sso, sign(sso, "y" * 40), SECRET)
+    with pytest.raises(ForumError, match="Bad signature"):
+        parse_answer(sso, None, SECRET)
