@@ -34,7 +34,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bridge.profiles.zendesk import is_e164
+from bridge.profiles.zendesk import ZendeskOptions, is_e164
+from bridge.registry import Registration
+from bridge.services import Services, services
 from bridge.templating import render
 
 MOUNT_PATH = "/_demo/zendesk"
@@ -154,8 +156,8 @@ def create_demo_zendesk(
     def lookups(request: Request) -> tuple[SecretLookup, UrlLookup]:
         if get_secret is not None and remote_login_url is not None:
             return get_secret, remote_login_url
-        services = request.state.services
-        return bridge_lookups(lambda: services)
+        found = services(request)
+        return bridge_lookups(lambda: found)
 
     async def lookup(fn: UrlLookup, subdomain: str) -> str | None:
         return await anyio.to_thread.run_sync(fn, subdomain)
@@ -333,29 +335,29 @@ def _page(
 # --- wiring into the bridge ---------------------------------------------------------
 
 
-def bridge_lookups(get_services: Callable[[], Any]) -> tuple[SecretLookup, UrlLookup]:
+def bridge_lookups(get_services: Callable[[], Services]) -> tuple[SecretLookup, UrlLookup]:
     """The two look-ups of :func:`create_demo_zendesk`, answered by a running bridge.
 
-    ``get_services`` returns the bridge's :class:`~bridge.app.Services`; the
+    ``get_services`` returns the bridge's :class:`~bridge.services.Services`; the
     registry is asked on every call, so a secret changed by the CLI or the
     admin is used on the next sign-in.
     """
 
-    def registration(subdomain: str) -> Any:
+    def registration(subdomain: str) -> tuple[Registration, ZendeskOptions] | None:
         for reg in get_services().registry.all():
-            if reg.profile == "zendesk" and reg.zendesk.subdomain == subdomain:
-                return reg
+            if isinstance(reg.options, ZendeskOptions) and reg.options.subdomain == subdomain:
+                return reg, reg.options
         return None
 
     def get_secret(subdomain: str) -> str | None:
-        reg = registration(subdomain)
-        return str(reg.zendesk.shared_secret) if reg is not None else None
+        found = registration(subdomain)
+        return str(found[1].shared_secret) if found is not None else None
 
     def remote_login_url(subdomain: str) -> str | None:
-        reg = registration(subdomain)
-        if reg is None:
+        found = registration(subdomain)
+        if found is None:
             return None
-        return f"{get_services().settings.issuer}/zendesk/{reg.slug}"
+        return f"{get_services().settings.issuer}/zendesk/{found[0].slug}"
 
     return get_secret, remote_login_url
 
