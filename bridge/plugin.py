@@ -129,12 +129,13 @@ class ProfileError(Exception):
 
 
 class ProfileCatalog(Mapping[str, Profile]):
-    """The installed profiles by name, in the order they were found."""
+    """The installed profiles by name (in the order of their names, whatever the order of
+    ``sys.path``)."""
 
     def __init__(self, profiles: Iterable[Profile]) -> None:
         self._profiles: dict[str, Profile] = {}
         paths: dict[str, str] = {}
-        for profile in profiles:
+        for profile in sorted(profiles, key=lambda p: str(getattr(p, "name", ""))):
             if not isinstance(profile, Profile):
                 raise ProfileError(f"{profile!r} is not a profile (see bridge.profiles.Profile)")
             if not _NAME.match(profile.name):
