@@ -711,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help exits here, before the heavy imports
 
     from bridge.keys import KeyStoreError
+    from bridge.plugin import ProfileError
     from bridge.storage.db import DatabaseUnavailable, SchemaBehind
 
     try:
@@ -728,6 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.message)
     except KeyStoreError as exc:
         return _fail(f"signing keys: {exc}")
+    except ProfileError as exc:
+        return _fail(f"profiles: {exc}")
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:

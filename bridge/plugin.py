@@ -195,4 +195,11 @@ def load_profiles(found: Iterable[EntryPoint] | None = None) -> ProfileCatalog:
                 f"{getattr(profile, 'name', None)!r}"
             )
         profiles.append(profile)
+    if found is None and not profiles:
+        # Entry points are read from the installed metadata: a source tree that was
+        # never installed (or installed before they were declared) has none.
+        raise ProfileError(
+            f"no profile is installed (entry-point group {ENTRY_POINT_GROUP}): install "
+            "imis-bridge again (`pip install -e .`, or `make dev`)"
+        )
     return ProfileCatalog(profiles)

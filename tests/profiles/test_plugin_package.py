@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from bridge import cli
+from bridge import cli, plugin
 from bridge.plugin import SignInProfile, load_profiles
 from tests.support.bridge import Harness, hidden_fields, running_bridge
 
@@ -205,6 +205,13 @@ def test_the_plugin_is_discovered_through_its_entry_point(plugin_path: Path) -> 
     assert echo.display_name == "Echo Profile"
     assert type(echo).__module__ == "echo_profile_plugin"
     assert profiles.continue_paths()["echo"] == "/echo/continue"
+
+
+def test_without_installed_profiles_the_remedy_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source tree never installed has no entry points: say so, not "unknown profile"."""
+    monkeypatch.setattr(plugin, "entry_points", lambda group: [])
+    with pytest.raises(plugin.ProfileError, match=r"pip install -e \."):
+        plugin.load_profiles()
 
 
 def test_a_signed_in_person_gets_the_claims_userinfo_releases(bridge: Harness) -> None:
