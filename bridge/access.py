@@ -1,18 +1,23 @@
-"""Who may use a registration, decided once for every profile.
+"""Who may use a registration, and what they release to it: decided once for every profile.
 
-After sign-in, every flow (OIDC authorize, Zendesk remote login) asks this
-module for the person's identity *as this registration needs it* (re-reading
-iMIS when the registration maps properties the session did not load) and
-whether the registration's access rule lets them in. Pages and protocols stay
-out of it: it returns data and plain-language reasons.
+After sign-in, every flow (OIDC authorize, a profile's answer) asks this module
+for the person's identity *as this registration needs it* (re-reading iMIS when
+the registration maps properties the session did not load) and whether the
+registration's access rule lets them in. :func:`sign_in` does both and computes
+the claims the person releases (:mod:`bridge.claims`, the same as OIDC userinfo),
+which is all a profile receives. Pages and protocols stay out of it: it returns
+data and plain-language reasons.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.connectors import Unavailable
+from bridge.claims import USER_SCOPES, userinfo
+from bridge.connectors import Unavailable, UserStore
 from bridge.errors import Forbidden, ServiceUnavailable
 from bridge.identity import Identity
 from bridge.registry import Registration
@@ -20,7 +25,41 @@ from bridge.registry import Registration
 log = logging.getLogger("bridge.access")
 
 
-async def identity_for(services: Any, registration: Registration, identity: Identity) -> Identity:
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    """A person signed in to one registration: access checked, claims released.
+
+    ``claims`` is what OIDC userinfo would answer with every user scope granted
+    (``sub``, name, email, phone, and the registration's mapped claims).
+    ``identity`` is kept for what is not a claim: the pages that name the person,
+    and the checks a profile makes against iMIS (say, a shared email).
+    """
+
+    identity: Identity
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def sign_in(
+    users: UserStore, registration: Registration, identity: Identity, *, emails_verified: bool
+) -> SignedIn:
+    """The person as ``registration`` sees them; :class:`Forbidden` if it refuses them."""
+    identity = await identity_for(users, registration, identity)
+    return admit(registration, identity, emails_verified=emails_verified)
+
+
+def admit(registration: Registration, identity: Identity, *, emails_verified: bool) -> SignedIn:
+    """Check the access rule (:class:`Forbidden`), then release the person's claims.
+
+    ``identity`` must already be :func:`identity_for` ``registration``.
+    """
+    check_access(registration, identity)
+    claims = userinfo(identity, USER_SCOPES, registration.claims, emails_verified=emails_verified)
+    return SignedIn(identity=identity, claims=claims)
+
+
+async def identity_for(
+    users: UserStore, registration: Registration, identity: Identity
+) -> Identity:
     """``identity`` with every iMIS property ``registration`` needs (may call iMIS)."""
     needed = registration.imis_properties
     missing = [
@@ -31,7 +70,7 @@ async def identity_for(services: Any, registration: Registration, identity: Iden
     ]
     if not missing:
         return identity
-    outcome = await services.users.lookup(identity.imis_id, properties=needed)
+    outcome = await users.lookup(identity.imis_id, properties=needed)
     if isinstance(outcome, Identity):
         return outcome
     if isinstance(outcome, Unavailable):

@@ -1,8 +1,10 @@
 """Wiring: ``create_app(settings)`` builds the Starlette app from explicit parts.
 
-This module only assembles: it opens the database and the key store when the
-app starts (lifespan), chooses the user store, mounts the routes and the
-cross-cutting middleware (security headers, body limits, error pages), and
+This module only assembles: it finds the installed profiles (entry points),
+opens the database and the key store and builds the typed
+:class:`~bridge.services.Services` when the app starts (lifespan), chooses the
+user store, mounts the core routes and each profile's under ``/{profile}``,
+the cross-cutting middleware (security headers, body limits, error pages), and
 runs the scheduled purge (:mod:`bridge.housekeeping`) while the app lives. It
 holds no protocol logic and nothing happens at import time.
 """
@@ -14,8 +16,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,36 +24,34 @@ from starlette.routing import BaseRoute, Mount
 from bridge.connectors import UserStore
 from bridge.housekeeping import purge_periodically
 from bridge.keys import KeyStore, hash_secret
+from bridge.middleware import SecurityHeadersMiddleware, error_handlers
+from bridge.oauth.server import OAuthServer
+from bridge.plugin import ProfileCatalog, load_profiles
 from bridge.registry import Registry, load_file_registrations
+from bridge.routes import all_routes
+from bridge.services import Services
+from bridge.sessions import SessionManager
 from bridge.settings import ConfigurationError, Problem, Settings, load_settings
-from bridge.storage.db import Database
-from bridge.storage.repo import Store
+from bridge.storage import Database, Store
 
 log = logging.getLogger("bridge")
 
 
-@dataclass
-class Services:
-    """Everything a request handler may use; one instance per process."""
-
-    settings: Settings
-    db: Database
-    store: Store
-    keys: KeyStore
-    registry: Registry
-    users: UserStore
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def build_registry(settings: Settings, store: Store, keys: KeyStore) -> Registry:
+def build_registry(
+    settings: Settings, store: Store, keys: KeyStore, profiles: ProfileCatalog | None = None
+) -> Registry:
     """File registrations (validated) layered over the stored ones; raises on any problem."""
+    profiles = load_profiles() if profiles is None else profiles
     sink: list[Problem] = []
-    files = load_file_registrations(settings.registrations, sink, hash_secret=hash_secret)
+    files = load_file_registrations(
+        settings.registrations, sink, profiles=profiles, hash_secret=hash_secret
+    )
     if sink:
         raise ConfigurationError(sink)
     registry = Registry(
         files,
         store,
+        profiles=profiles,
         hash_secret=hash_secret,
         encrypt=keys.encrypt_secret,
         decrypt=keys.decrypt_secret,
@@ -70,10 +68,13 @@ def open_services(
     users: UserStore | None = None,
     imis_base_url: str | None = None,
     auto_upgrade: bool | None = None,
+    profiles: ProfileCatalog | None = None,
 ) -> Services:
-    """Open database, keys, registry and user store for ``settings`` (touches disk)."""
+    """Open database, keys, registry and user store for ``settings`` (touches disk), and
+    build every service from them. ``profiles``: the installed ones unless given."""
     from bridge.connectors.imis import ImisUserStore
 
+    profiles = load_profiles() if profiles is None else profiles
     db = Database(settings.database_url)
     try:
         db.ensure_schema(
@@ -81,7 +82,7 @@ def open_services(
         )  # None: SQLite upgrades itself; PostgreSQL refuses
         store = Store(db)
         keys = KeyStore.load_or_create(settings.keys_dir)
-        registry = build_registry(settings, store, keys)
+        registry = build_registry(settings, store, keys, profiles)
     except BaseException:
         db.dispose()  # a refused start must not leave pooled connections behind
         raise
@@ -91,8 +92,25 @@ def open_services(
             base = f"{settings.issuer}/_demo/imis"
         users = ImisUserStore(settings.imis, base_url=base)
     return Services(
-        settings=settings, db=db, store=store, keys=keys, registry=registry, users=users
+        settings=settings,
+        db=db,
+        store=store,
+        keys=keys,
+        registry=registry,
+        users=users,
+        sessions=SessionManager(settings, db, store, continue_paths=profiles.continue_paths()),
+        oauth=OAuthServer(settings=settings, store=store, registry=registry, keys=keys),
+        profiles=profiles,
     )
+
+
+def profile_routes(profiles: ProfileCatalog) -> list[BaseRoute]:
+    """Each profile's routes, mounted under ``/{name}``."""
+    return [
+        Mount(f"/{profile.name}", routes=list(found))
+        for profile in profiles.values()
+        if (found := profile.routes())
+    ]
 
 
 def create_app(
@@ -108,10 +126,8 @@ def create_app(
     The ``/_demo/*`` pages, the iMIS simulator among them, are mounted only for
     ``settings.demo``, which only ``bridge demo`` can set (``bridge serve`` refuses it).
     """
-    from bridge.middleware import SecurityHeadersMiddleware, error_handlers
-    from bridge.routes import all_routes
-
-    routes: list[BaseRoute] = [*all_routes(), *(extra_routes or [])]
+    profiles = load_profiles()
+    routes: list[BaseRoute] = [*all_routes(), *profile_routes(profiles), *(extra_routes or [])]
     if settings.demo:
         # (The demo OIDC client is not mounted here: `bridge demo` serves it on
         # an origin of its own, as every real app is.)
@@ -124,8 +140,10 @@ def create_app(
         routes.append(Mount("/_demo/imis", app=create_simulator()))
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        services = open_services(settings, users=users, imis_base_url=imis_base_url)
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        services = open_services(
+            settings, users=users, imis_base_url=imis_base_url, profiles=profiles
+        )
         app.state.services = services
         if on_startup is not None:
             on_startup(services)

@@ -21,11 +21,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from bridge.connectors import UserStore
 from bridge.errors import BridgeError
 from bridge.settings import ConfigurationError, Problem, Settings, load_settings
+
+if TYPE_CHECKING:  # only types, of modules below this one (imported for real where used)
+    from bridge.plugin import ProfileCatalog
+    from bridge.registry import Registration, Registry
+    from bridge.schema import OptionField
+    from bridge.services import Services
+    from bridge.storage import Store
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -47,11 +54,11 @@ def _settings(args: argparse.Namespace, uses: Sequence[str] | None = None) -> Se
     command fails naming the variable if it does use it). None, for ``serve``
     and ``check-config``: every variable must be set and the demo is refused.
     """
-    from bridge.registry import check_file_registrations
+    from bridge.plugin import load_profiles
 
     settings = load_settings(
         args.config,
-        check_registrations=check_file_registrations,
+        check_registrations=load_profiles().check_files,
         allow_demo=uses is not None,
         resolve_env=uses is None,
     )
@@ -113,14 +120,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.keys import hash_secret
+    from bridge.plugin import load_profiles
     from bridge.registry import load_file_registrations
 
     settings = _settings(args)
+    profiles = load_profiles()
     sink: list[Problem] = []
-    files = load_file_registrations(settings.registrations, sink, hash_secret=hash_secret)
+    files = load_file_registrations(
+        settings.registrations, sink, profiles=profiles, hash_secret=hash_secret
+    )
     if sink:
         raise ConfigurationError(sink)
-    notes = _check_database(settings, files) if args.database else []
+    notes = _check_database(settings, files, profiles) if args.database else []
     print(f"configuration OK: issuer {settings.issuer}, {len(files)} registration(s) in files")
     for reg in files:
         print(f"  {reg.slug:<24} {reg.profile:<8} {reg.name}")
@@ -129,7 +140,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_database(settings: Settings, files: Sequence[Any]) -> list[str]:
+def _check_database(
+    settings: Settings, files: Sequence[Registration], profiles: ProfileCatalog
+) -> list[str]:
     """``check-config --database``: schema, keys and stored registrations, as the
     server would find them at start. Creates nothing; returns notes to print."""
     from sqlalchemy.engine import make_url
@@ -160,7 +173,12 @@ def _check_database(settings: Settings, files: Sequence[Any]) -> list[str]:
             return notes
         # Stored registrations that clash with a file (no secret is read for this).
         registry = Registry(
-            files, Store(db), hash_secret=hash_secret, encrypt=_unused, decrypt=_unused
+            files,
+            Store(db),
+            profiles=profiles,
+            hash_secret=hash_secret,
+            encrypt=_unused,
+            decrypt=_unused,
         )
         clashes = registry.conflicts()
         if clashes:
@@ -235,12 +253,11 @@ def cmd_imis_simulator(args: argparse.Namespace) -> int:
 # --- registrations ------------------------------------------------------------
 
 
-def _open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
+def _open_services(args: argparse.Namespace) -> Services:
     from bridge.app import open_services
 
     settings = _settings(args, uses=("database_url", "keys_dir"))
-    services = open_services(settings, users=cast(UserStore, _NoUsers()))
-    return services, services.registry
+    return open_services(settings, users=cast(UserStore, _NoUsers()))
 
 
 class _NoUsers:
@@ -274,13 +291,20 @@ def _read_registration_file(path: str, *, without: frozenset[str]) -> dict[str, 
     return data
 
 
-def _collect(args: argparse.Namespace, current: Mapping[str, Any]) -> dict[str, Any]:
+def _collect(
+    args: argparse.Namespace, current: Mapping[str, Any], profiles: ProfileCatalog
+) -> dict[str, Any]:
     """The changes ``--file``, ``--set`` and ``--unset`` ask for, as registration keys.
 
     A dotted key (``access.member_types``, ``claims.tags``) changes one entry of a
     table and keeps the rest of it as ``current`` (the registration's data) has it.
+    ``--set`` keys are checked against the profile's options schema first: an
+    unknown key is named with the keys the profile knows, and a secret is refused
+    (it would land in shell history; ``--secret-stdin`` reads it).
     """
-    secret_keys = frozenset({"client_secret", "shared_secret"})
+    from bridge.schema import COMMON_KEYS
+
+    secret_keys = frozenset(n for p in profiles.values() for n in p.schema.secret_names)
     data: dict[str, Any] = {}
     if getattr(args, "file", None):
         without = secret_keys if getattr(args, "secret_stdin", False) else frozenset()
@@ -293,11 +317,27 @@ def _collect(args: argparse.Namespace, current: Mapping[str, Any]) -> dict[str, 
         result: dict[str, Any] = data[name]
         return result
 
-    for item in getattr(args, "set", None) or []:
+    pairs: list[str] = list(getattr(args, "set", None) or [])
+    for item in pairs:
         if "=" not in item:
             raise BridgeError(f"--set needs key=value, not {item!r}")
+    profile_name = data.get("profile") or current.get("profile")
+    for item in pairs:
+        key, _, value = item.partition("=")
+        if key.strip() == "profile":
+            profile_name = _parse_value(value.strip())
+    profile = profiles.get(profile_name) if isinstance(profile_name, str) else None
+    for item in pairs:
         key, value = (part.strip() for part in item.split("=", 1))
         top, _, rest = key.partition(".")
+        if top in secret_keys:
+            raise BridgeError(f"--set {top}: give a secret on standard input (--secret-stdin)")
+        if profile is not None and top not in COMMON_KEYS and top not in profile.schema.keys:
+            known = ", ".join(f.name for f in profile.schema.fields)
+            raise BridgeError(
+                f"--set {top}: not a key of profile {profile.name!r} "
+                f"({profile.display_name}: {known}; and {', '.join(sorted(COMMON_KEYS))})"
+            )
         if rest:  # claim names may contain dots themselves (user_fields.x)
             table(top)[rest] = _parse_value(value)
         else:
@@ -323,23 +363,31 @@ def _read_secret(args: argparse.Namespace) -> str | None:
     return secret
 
 
-def _secret_key(profile: str) -> str:
-    return "shared_secret" if profile == "zendesk" else "client_secret"
+def _secret_field(profiles: ProfileCatalog, profile: str) -> OptionField | None:
+    """The profile's secret option (what ``--secret-stdin`` sets), if it has one."""
+    found = profiles.get(profile)
+    return found.schema.secret() if found is not None else None
 
 
-def _show(reg: Any, as_json: bool) -> None:
+def _show(reg: Registration, as_json: bool, services: Services) -> None:
+    """The registration (never a secret) and the endpoints its profile publishes for it."""
     data = reg.to_data()
+    profile = services.profiles.get(reg.profile)
+    found = profile.endpoints(services.settings.issuer, reg) if profile is not None else ()
+    endpoints = [{"label": e.label, "url": e.url} for e in found]
     if as_json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps({**data, "endpoints": endpoints}, indent=2, sort_keys=True))
         return
     for key, value in data.items():
         print(f"{key:<28} {value}")
+    for endpoint in endpoints:
+        print(f"{'endpoint: ' + endpoint['label']:<28} {endpoint['url']}")
 
 
 def cmd_registrations(args: argparse.Namespace) -> int:
-    services, registry = _open_registry(args)
+    services = _open_services(args)
     try:
-        return _registrations(args, services, registry)
+        return _registrations(args, services)
     finally:
         services.db.dispose()
 
@@ -355,7 +403,10 @@ class _Target:
     data: Mapping[str, Any]
 
 
-def _target(registry: Any, store: Any, slug: str) -> _Target | None:
+def _target(
+    registry: Registry, store: Store, profiles: ProfileCatalog, slug: str
+) -> _Target | None:
+    """A registration that is public has a ``"hash"`` secret option and no secret."""
     from bridge.errors import InvalidRegistration
 
     try:
@@ -366,19 +417,30 @@ def _target(registry: Any, store: Any, slug: str) -> _Target | None:
         row = store.get_registration(slug)
         if row is None:
             raise
-        public = row.profile == "oidc" and row.secret_hash is None
+        hashed = _secret_field(profiles, row.profile)
+        public = hashed is not None and hashed.secret == "hash" and row.secret_hash is None
         return _Target(row.profile, public, False, None, {})
     if reg is None:
         return None
-    public = reg.profile == "oidc" and reg.oidc.is_public
+    hashed = _secret_field(profiles, reg.profile)
+    public = (
+        hashed is not None
+        and hashed.secret == "hash"
+        and getattr(reg.options, hashed.stored_as, None) is None
+    )
     return _Target(reg.profile, public, reg.read_only, reg.file, reg.to_data())
 
 
-def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> int:
+#: The profile ``registrations add`` assumes when none is given.
+DEFAULT_PROFILE = "oidc"
+
+
+def _registrations(args: argparse.Namespace, services: Services) -> int:
     import time
 
     from bridge.keys import generate_client_secret
 
+    registry = services.registry
     action = args.action
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     if action == "list":
@@ -399,9 +461,11 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
         found = registry.get(args.slug)
         if found is None:
             return _fail(f"no registration {args.slug!r}")
-        _show(found, args.json)
+        _show(found, args.json, services)
         return EXIT_OK
-    current = None if action == "add" else _target(registry, services.store, args.slug)
+    current = (
+        None if action == "add" else _target(registry, services.store, services.profiles, args.slug)
+    )
     if action != "add":
         if current is None:
             return _fail(f"no registration {args.slug!r}")
@@ -410,16 +474,28 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
     generated: str | None = None
     changes: dict[str, Any]
     if action in {"add", "edit"}:
-        changes = _collect(args, current.data if current else {})
+        changes = _collect(args, current.data if current else {}, services.profiles)
         secret = _read_secret(args)
-        profile = changes.get("profile") or (current.profile if current else "oidc")
+        profile = changes.get("profile") or (current.profile if current else DEFAULT_PROFILE)
+        spec = _secret_field(services.profiles, str(profile))
         if getattr(args, "public", False):
-            if secret is not None or changes.get("client_secret"):
+            if spec is None or spec.secret != "hash":
+                return _fail(f"--public: a {profile} registration has no client secret to omit")
+            if secret is not None or changes.get(spec.name):
                 return _fail("--public: a public client has no client secret")
         elif secret is not None:
-            changes[_secret_key(profile)] = secret
-        elif action == "add" and profile == "oidc" and "client_secret" not in changes:
-            generated = changes["client_secret"] = generate_client_secret()
+            if spec is None:
+                return _fail(f"--secret-stdin: a {profile} registration has no secret")
+            changes[spec.name] = secret
+        elif (
+            action == "add"
+            and spec is not None
+            and spec.secret == "hash"
+            and spec.name not in changes
+        ):
+            # A secret the bridge only verifies can be made here (shown once);
+            # one it signs with comes from the app's side and is pasted.
+            generated = changes[spec.name] = generate_client_secret()
         if action == "add":
             reg = registry.add(args.slug, changes, actor=actor)
         else:
@@ -427,8 +503,14 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
     elif action == "rotate-secret":
         assert current is not None  # checked above for every action but add
         secret = _read_secret(args)
-        if current.profile == "zendesk" and secret is None:
-            return _fail("a Zendesk secret comes from Zendesk: paste it with --secret-stdin")
+        spec = _secret_field(services.profiles, current.profile)
+        if spec is None:
+            return _fail(f"{args.slug} is a {current.profile} registration and has no secret")
+        if spec.secret == "encrypt" and secret is None:
+            return _fail(
+                f"the {spec.label.lower()} of {args.slug} comes from the app's side "
+                "(its administrator copies it): paste it with --secret-stdin"
+            )
         if current.public:
             return _fail(
                 f"{args.slug} is a public client and has no secret; to make it confidential, "
@@ -436,7 +518,7 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
             )
         if secret is None:
             generated = secret = generate_client_secret()
-        changes = {_secret_key(current.profile): secret}
+        changes = {spec.name: secret}
         reg = registry.edit(args.slug, changes, actor=actor)
     elif action == "remove":
         if not registry.remove(args.slug):
@@ -461,7 +543,7 @@ def _registrations(args: argparse.Namespace, services: Any, registry: Any) -> in
         ip=None,
         now=int(time.time()),
     )
-    _show(reg, args.json)
+    _show(reg, args.json, services)
     if generated:
         print(
             f"\nclient_secret (shown once, store it in the app now): {generated}",
@@ -717,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # --help exits here, before the heavy imports
 
     from bridge.keys import KeyStoreError
+    from bridge.plugin import ProfileError
     from bridge.storage.db import DatabaseUnavailable, SchemaBehind
 
     try:
@@ -734,6 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc.message)
     except KeyStoreError as exc:
         return _fail(f"signing keys: {exc}")
+    except ProfileError as exc:
+        return _fail(f"profiles: {exc}")
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:

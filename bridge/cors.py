@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.oauth.client import client_options, lists_web_origin
 from bridge.registry import Registration
-from bridge.web import services as services_of
+from bridge.services import services as services_of
 
 #: Headers of a response any origin may read.
 PUBLIC = {"access-control-allow-origin": "*"}
@@ -48,15 +49,12 @@ def _vary(response: Response) -> None:
 
 async def _listed_anywhere(request: Request, origin: str) -> bool:
     services = services_of(request)
-    return bool(await services.db.run(services.registry.lists_web_origin, origin))
+    return bool(await services.db.run(lists_web_origin, services.registry, origin))
 
 
 def _lists(registration: Registration, origin: str) -> bool:
-    return (
-        registration.enabled
-        and registration.profile == "oidc"
-        and origin in registration.oidc.web_origins
-    )
+    options = client_options(registration)
+    return registration.enabled and options is not None and origin in options.web_origins
 
 
 async def answer(

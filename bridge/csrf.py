@@ -22,7 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import BadRequest
+from bridge.services import services
 from bridge.settings import Settings
+from bridge.templating import render
 
 FIELD = "csrf_token"
 MESSAGE = "Your session expired or the form was sent twice. Please try again."
@@ -36,8 +38,7 @@ def cookie_name(settings: Settings) -> str:
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.services.settings
-    return settings
+    return services(request).settings
 
 
 def _cookie_token(request: Request) -> str | None:
@@ -86,8 +87,6 @@ def verify(request: Request, form: Mapping[str, object]) -> None:
 
 def render_form(request: Request, name: str, context: Mapping[str, Any], **kwargs: Any) -> Response:
     """Render a page holding a state-changing form: the token in the page and the cookie."""
-    from bridge.templating import render
-
     value = token(request)
     response = render(request, name, {**context, "csrf_token": value}, **kwargs)
     set_cookie(request, response, value)

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
 
+from bridge.services import Services
 from bridge.storage.db import DatabaseUnavailable
 
 log = logging.getLogger("bridge.housekeeping")
@@ -27,7 +27,7 @@ def describe(counts: dict[str, int]) -> str:
     return ", ".join(f"{kind}: {count}" for kind, count in counts.items())
 
 
-async def purge_once(services: Any) -> dict[str, int] | None:
+async def purge_once(services: Services) -> dict[str, int] | None:
     """Purge now; the rows removed per kind, or None if another process is purging."""
     now = int(time.time())
     idle = services.settings.sessions.idle_seconds
@@ -37,7 +37,7 @@ async def purge_once(services: Any) -> dict[str, int] | None:
     return counts
 
 
-async def purge_periodically(services: Any, interval: float) -> None:
+async def purge_periodically(services: Services, interval: float) -> None:
     """Purge about every ``interval`` seconds until cancelled (at shutdown)."""
     while True:
         # 0.5x to 1.5x: on average ``interval``; processes started together drift apart.

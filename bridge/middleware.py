@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError, InvalidRegistration, PayloadTooLarge, RetryLater
+from bridge.templating import render
 
 log = logging.getLogger("bridge.http")
 
@@ -147,8 +148,6 @@ def error_response(request: Request, exc: BridgeError) -> Response:
             status_code=exc.status_code,
             headers=headers,
         )
-    from bridge.templating import render
-
     return render(
         request,
         "error.html",

@@ -2,14 +2,17 @@
 
 Registrations written in ``DIR/registrations/*.toml`` are read-only and marked
 as coming from a file; registrations created through the CLI or admin live in
-the database. Both are layered here, with a slug and a client_id unique across
-both. Each registration's own keys are validated by its profile type; this
-module validates the common keys, hashes RP client secrets and encrypts Zendesk
-shared secrets before anything is stored. Stored registrations are read from
-the database on every look-up, so an edit (a new Zendesk secret, say) takes
-effect on the next request on every instance without a restart. A file's secret
-whose ``${VAR}`` a command left unset (see ``load_settings(resolve_env=False)``)
-stays unresolved here and fails, naming the variable, only if it is used.
+the database. Both are layered here, with a slug and a lookup key (an OIDC
+client_id) unique across both. Each registration's own keys are validated by its
+profile's options schema (:mod:`bridge.schema`); this module validates the
+common keys and, whatever the profile, keeps a secret the schema marks ``"hash"``
+as a hash and one marked ``"encrypt"`` encrypted before anything is stored. It
+knows no profile by name: the profiles it can read are given to it. Stored
+registrations are read from the database on every look-up, so an edit (a new
+shared secret, say) takes effect on the next request on every instance without a
+restart. A file's secret whose ``${VAR}`` a command left unset (see
+``load_settings(resolve_env=False)``) stays unresolved here and fails, naming the
+variable, only if it is used.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
 from bridge.keys import SecretDecryptionError
-from bridge.profiles import COMMON_KEYS, AccessRule, parse_access, properties_needed
-from bridge.profiles import oidc as oidc_profile
-from bridge.profiles import zendesk as zendesk_profile
+from bridge.schema import (
+    COMMON_KEYS,
+    AccessRule,
+    OptionField,
+    Options,
+    ProfileSchema,
+    parse_access,
+    parse_claims,
+    properties_needed,
+)
 from bridge.settings import (
     Problem,
     Problems,
@@ -36,8 +46,8 @@ from bridge.settings import (
 )
 from bridge.storage.models import RegistrationRow
 
-ProfileOptions = oidc_profile.OidcOptions | zendesk_profile.ZendeskOptions
-PROFILE_TYPES = {oidc_profile.NAME: oidc_profile, zendesk_profile.NAME: zendesk_profile}
+#: The profiles a registry can read, by name (a :class:`~bridge.profiles.ProfileCatalog`).
+Profiles = Mapping[str, ProfileSchema]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +55,7 @@ class Registration:
     slug: str
     name: str
     profile: str
-    options: ProfileOptions
+    options: Options
     access: AccessRule = field(default_factory=AccessRule)
     claims: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
@@ -58,25 +68,21 @@ class Registration:
 
     @property
     def client_id(self) -> str | None:
-        return (
-            self.options.client_id if isinstance(self.options, oidc_profile.OidcOptions) else None
-        )
-
-    @property
-    def oidc(self) -> oidc_profile.OidcOptions:
-        if not isinstance(self.options, oidc_profile.OidcOptions):
-            raise TypeError(f"registration {self.slug} is not an OIDC registration")
-        return self.options
-
-    @property
-    def zendesk(self) -> zendesk_profile.ZendeskOptions:
-        if not isinstance(self.options, zendesk_profile.ZendeskOptions):
-            raise TypeError(f"registration {self.slug} is not a Zendesk registration")
-        return self.options
+        """The registration's unique lookup key (an OIDC client_id), if its profile has one."""
+        return self.options.lookup_key
 
     @property
     def imis_properties(self) -> tuple[str, ...]:
         return properties_needed(self.access, self.claims)
+
+    if not TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any:
+            """``registration.<profile name>`` is its options (a shorthand for tests and
+            the REPL; the package reads options through each profile's typed accessor)."""
+            if not name.startswith("_") and name == object.__getattribute__(self, "profile"):
+                return object.__getattribute__(self, "options")
+            raise AttributeError(name)
 
     def to_data(self) -> dict[str, Any]:
         """Everything but secrets, as a user would write it in a file."""
@@ -87,11 +93,8 @@ class Registration:
             "enabled": self.enabled,
             "source": self.source,
             **self.options.to_data(),
+            **self.options.summary(),
         }
-        if isinstance(self.options, oidc_profile.OidcOptions):
-            data["client_type"] = "public" if self.options.is_public else "confidential"
-        else:
-            data["shared_secret_set"] = bool(self.options.shared_secret)
         if self.file:
             data["file"] = self.file
         access = self.access.to_data()
@@ -104,9 +107,6 @@ class Registration:
 
 #: Longest registration name (the database column's length).
 MAX_NAME_LENGTH = 200
-#: Internal key carrying a stored client secret's hash back into validation; never
-#: accepted from a file, the CLI or the admin (they give the secret itself).
-_STORED_HASH = "client_secret_hash"
 
 
 def parse_registration(
@@ -114,6 +114,7 @@ def parse_registration(
     data: Mapping[str, Any],
     problems: Problems,
     *,
+    profiles: Profiles,
     hash_secret: Callable[[str], str],
     source: Literal["file", "database"] = "database",
     file: str | None = None,
@@ -121,23 +122,27 @@ def parse_registration(
 ) -> Registration | None:
     """Validate one registration; returns None (with problems added) when it is unusable.
 
-    ``stored_hash`` lets ``data`` carry ``client_secret_hash`` (a row being read back).
+    ``stored_hash`` lets ``data`` carry the stored hash of a ``"hash"`` secret
+    under the options attribute that holds it (a row being read back).
     """
     before = problems.count
-    if not is_valid_slug(slug):
+    reserved = reserved_slugs(profiles)
+    if not is_valid_slug(slug) or slug in reserved:
         problems.add(
             "slug",
             f"{slug!r} is not a valid slug "
-            "(lowercase letters, digits, '-'; at most 63; not 'continue')",
+            f"(lowercase letters, digits, '-'; at most 63; not {_either(reserved)})",
         )
     profile_name = data.get("profile")
-    module = PROFILE_TYPES.get(profile_name) if isinstance(profile_name, str) else None
-    if module is None:
-        problems.add("profile", f"must be one of {', '.join(PROFILE_TYPES)}, not {profile_name!r}")
+    profile = profiles.get(profile_name) if isinstance(profile_name, str) else None
+    if profile is None:
+        problems.add("profile", f"must be one of {', '.join(profiles)}, not {profile_name!r}")
         return None
+    schema = profile.schema
+    stored_keys = {f.stored_as for f in schema.fields if f.secret == "hash"}
     for key in data:
-        known = key in COMMON_KEYS or key in module.KEYS
-        if not known and not (stored_hash and key == _STORED_HASH):
+        known = key in COMMON_KEYS or key in schema.keys
+        if not known and not (stored_hash and key in stored_keys):
             problems.add(key, f"unknown key for profile {profile_name!r}")
     name = data.get("name")
     if name is None or (isinstance(name, str) and not name.strip()):
@@ -153,14 +158,14 @@ def parse_registration(
         problems.add("enabled", "must be true or false")
         enabled = True
     access = parse_access(data.get("access"), problems)
-    options: ProfileOptions = module.parse_options(data, problems, hash_secret=hash_secret)
-    claims = module.parse_claim_mapping(data.get("claims"), problems)
+    options = schema.parse(data, problems, hash_secret)
+    claims = parse_claims(data.get("claims"), problems, allowed=profile.claim_target)
     if problems.count > before:
         return None
     return Registration(
         slug=slug,
         name=name.strip(),
-        profile=profile_name,  # type: ignore[arg-type]
+        profile=profile.name,
         options=options,
         access=access,
         claims=claims,
@@ -170,17 +175,26 @@ def parse_registration(
     )
 
 
-def check_file_registrations(sources: Sequence[RegistrationSource], sink: list[Problem]) -> None:
+def reserved_slugs(profiles: Profiles) -> frozenset[str]:
+    """Slugs no registration may take: fixed paths of the profiles (``/{profile}/continue``)."""
+    return frozenset(s for p in profiles.values() for s in p.reserved_slugs)
+
+
+def _either(words: frozenset[str]) -> str:
+    return " or ".join(repr(w) for w in sorted(words)) or "reserved"
+
+
+def check_file_registrations(
+    sources: Sequence[RegistrationSource], sink: list[Problem], *, profiles: Profiles
+) -> None:
     """Validate registration files only (for ``load_settings(check_registrations=...)``)."""
-    load_file_registrations(sources, sink, hash_secret=_discard_secret)
+    load_file_registrations(sources, sink, profiles=profiles, hash_secret=_discard_secret)
 
 
 def _discard_secret(secret: str) -> str:
     return "unused"
 
 
-#: The keys a registration file may leave unresolved: only serving uses them.
-_SECRET_KEYS = frozenset({"client_secret", "shared_secret"})
 #: Stands in for an unresolved secret while the rest of the registration is checked.
 _PLACEHOLDER_SECRET = "unresolved-" + "x" * 53
 #: A client secret hash no secret verifies against (its scheme is not a hash scheme).
@@ -188,8 +202,9 @@ _UNRESOLVED_HASH = "unresolved$$"
 
 
 class UnresolvedSecret(str):
-    """A Zendesk shared secret whose ``${VAR}`` was left unset: signing or storing
-    with it raises :class:`~bridge.settings.ConfigurationError` naming the variable."""
+    """An ``"encrypt"`` secret (a shared secret the bridge signs with) whose ``${VAR}``
+    was left unset: signing or storing with it raises
+    :class:`~bridge.settings.ConfigurationError` naming the variable."""
 
     unresolved: Unresolved
 
@@ -202,8 +217,13 @@ class UnresolvedSecret(str):
         raise self.unresolved.error()
 
 
+def _secret_field(profiles: Profiles, profile: Any) -> OptionField | None:
+    found = profiles.get(profile) if isinstance(profile, str) else None
+    return found.schema.secret() if found is not None else None
+
+
 def _set_aside_unresolved(
-    data: Mapping[str, Any], sink: list[Problem]
+    data: Mapping[str, Any], sink: list[Problem], secret_field: OptionField | None
 ) -> tuple[dict[str, Any], Unresolved | None] | None:
     """``data`` with an unresolved secret replaced by a placeholder, and that secret's
     :class:`Unresolved`; None (problems in ``sink``) if another value is unresolved."""
@@ -214,7 +234,7 @@ def _set_aside_unresolved(
         pending = find_unresolved(value)
         if pending is None:
             continue
-        if key in _SECRET_KEYS and isinstance(value, Unresolved):
+        if secret_field is not None and key == secret_field.name and isinstance(value, Unresolved):
             secret = pending
             out[key] = _PLACEHOLDER_SECRET
         else:
@@ -223,34 +243,47 @@ def _set_aside_unresolved(
     return (out, secret) if usable else None
 
 
-def _with_unresolved_secret(reg: Registration, secret: Unresolved) -> Registration:
-    options: ProfileOptions
-    if isinstance(reg.options, oidc_profile.OidcOptions):
-        options = dataclasses.replace(reg.options, client_secret_hash=_UNRESOLVED_HASH)
-    else:
-        options = dataclasses.replace(reg.options, shared_secret=UnresolvedSecret(secret))
-    return dataclasses.replace(reg, options=options)
+def _with_unresolved_secret(
+    reg: Registration, secret: Unresolved, secret_field: OptionField
+) -> Registration:
+    value = _UNRESOLVED_HASH if secret_field.secret == "hash" else UnresolvedSecret(secret)
+    options = reg.options
+    if not dataclasses.is_dataclass(options) or isinstance(options, type):
+        raise TypeError(f"the options of profile {reg.profile!r} must be a dataclass")
+    replaced: Options = dataclasses.replace(options, **{secret_field.stored_as: value})
+    return dataclasses.replace(reg, options=replaced)
 
 
 def load_file_registrations(
-    sources: Sequence[RegistrationSource], sink: list[Problem], *, hash_secret: Callable[[str], str]
+    sources: Sequence[RegistrationSource],
+    sink: list[Problem],
+    *,
+    profiles: Profiles,
+    hash_secret: Callable[[str], str],
 ) -> list[Registration]:
     """Validate the registrations read from files; problems go to ``sink``."""
     found: list[Registration] = []
     client_ids: dict[str, str] = {}
     for src in sources:
         problems = Problems(src.file, sink)
-        set_aside = _set_aside_unresolved(src.data, sink)
+        secret_field = _secret_field(profiles, src.data.get("profile"))
+        set_aside = _set_aside_unresolved(src.data, sink, secret_field)
         if set_aside is None:
             continue
         data, secret = set_aside
         reg = parse_registration(
-            src.slug, data, problems, hash_secret=hash_secret, source="file", file=src.file
+            src.slug,
+            data,
+            problems,
+            profiles=profiles,
+            hash_secret=hash_secret,
+            source="file",
+            file=src.file,
         )
         if reg is None:
             continue
-        if secret is not None:
-            reg = _with_unresolved_secret(reg, secret)
+        if secret is not None and secret_field is not None:
+            reg = _with_unresolved_secret(reg, secret, secret_field)
         if reg.client_id is not None:
             if reg.client_id in client_ids:
                 problems.add(
@@ -268,8 +301,8 @@ class RegistrationStore(Protocol):
     def list_registrations(self) -> list[RegistrationRow]: ...
     def get_registration(self, slug: str) -> RegistrationRow | None: ...
     def get_registration_by_client_id(self, client_id: str) -> RegistrationRow | None: ...
-    def insert_registration(self, row: RegistrationRow) -> None: ...
-    def update_registration(self, row: RegistrationRow) -> None: ...
+    def insert_registration(self, row: RegistrationRow) -> object: ...
+    def update_registration(self, row: RegistrationRow) -> object: ...
     def delete_registration(self, slug: str) -> bool: ...
 
 
@@ -279,15 +312,17 @@ class Registry:
     def __init__(
         self,
         files: Sequence[Registration],
-        store: Any,
+        store: RegistrationStore,
         *,
+        profiles: Profiles,
         hash_secret: Callable[[str], str],
         encrypt: Callable[[str], str],
         decrypt: Callable[[str], str],
     ) -> None:
         self._files = {r.slug: r for r in files}
         self._file_clients = {r.client_id: r for r in files if r.client_id}
-        self._store: RegistrationStore = store
+        self._store = store
+        self._profiles = profiles
         self._hash = hash_secret
         self._encrypt = encrypt
         self._decrypt = decrypt
@@ -325,15 +360,12 @@ class Registry:
         merged = {r.slug: r for r in stored} | self._files
         return sorted(merged.values(), key=lambda r: r.slug)
 
-    def lists_web_origin(self, origin: str) -> bool:
-        """Whether any enabled public OIDC client lists ``origin`` in ``web_origins``."""
-
-        def lists(reg: Registration) -> bool:
-            return reg.enabled and reg.profile == "oidc" and origin in reg.oidc.web_origins
-
-        if any(lists(r) for r in self._files.values()):
+    def find_any(self, test: Callable[[Registration], bool]) -> bool:
+        """Whether a readable registration passes ``test``: files first (from memory),
+        then the stored ones (the database only if no file does)."""
+        if any(test(r) for r in self._files.values()):
             return True
-        return any(lists(r) for r in self.all(unreadable=[]) if r.source == "database")
+        return any(test(r) for r in self.all(unreadable=[]) if r.source == "database")
 
     def conflicts(self) -> list[Problem]:
         """Stored registrations that clash with a file's slug or client_id."""
@@ -364,15 +396,13 @@ class Registry:
     def _from_row(self, row: RegistrationRow) -> Registration:
         data: dict[str, Any] = json.loads(row.options_json)
         data.update(name=row.name, profile=row.profile)
-        if row.secret_hash:
-            data["client_secret_hash"] = row.secret_hash
-        if row.secret_encrypted:
-            data["shared_secret"] = self._decrypt_stored(row)
+        self._restore_secrets(row, data, keep=frozenset())
         sink: list[Problem] = []
         reg = parse_registration(
             row.slug,
             data,
             Problems(f"registration {row.slug}", sink),
+            profiles=self._profiles,
             hash_secret=self._hash,
             stored_hash=True,
         )
@@ -380,7 +410,25 @@ class Registry:
             raise InvalidRegistration([(p.key, p.reason) for p in sink])
         return reg
 
-    def _decrypt_stored(self, row: RegistrationRow) -> str:
+    def _secret_fields(self, profile: str) -> tuple[OptionField | None, OptionField | None]:
+        """The profile's ``"hash"`` and ``"encrypt"`` secret fields (None where it has none)."""
+        found = self._profiles.get(profile)
+        if found is None:
+            return None, None
+        return found.schema.secret("hash"), found.schema.secret("encrypt")
+
+    def _restore_secrets(
+        self, row: RegistrationRow, data: dict[str, Any], *, keep: frozenset[str]
+    ) -> None:
+        """Put a row's stored secrets back into ``data`` (unless ``keep`` names them:
+        an edit giving a new secret)."""
+        hashed, encrypted = self._secret_fields(row.profile)
+        if row.secret_hash and hashed is not None and hashed.name not in keep:
+            data[hashed.stored_as] = row.secret_hash
+        if row.secret_encrypted and encrypted is not None and encrypted.name not in keep:
+            data[encrypted.name] = self._decrypt_stored(row, encrypted.name)
+
+    def _decrypt_stored(self, row: RegistrationRow, key: str) -> str:
         assert row.secret_encrypted is not None
         try:
             return self._decrypt(row.secret_encrypted)
@@ -390,7 +438,7 @@ class Registry:
             raise InvalidRegistration(
                 [
                     (
-                        "shared_secret",
+                        key,
                         f"cannot be decrypted ({exc}); paste it again with "
                         f"`bridge registrations rotate-secret {row.slug} --secret-stdin`",
                     )
@@ -422,18 +470,18 @@ class Registry:
         data.update(name=row.name, profile=row.profile)
         if "profile" in changes and changes["profile"] != row.profile:
             raise BadRequest("the profile of a registration cannot change; add a new one")
-        if _STORED_HASH in changes:
-            raise InvalidRegistration([(_STORED_HASH, "unknown key: give client_secret instead")])
+        hashed, _ = self._secret_fields(row.profile)
+        if hashed is not None and hashed.stored_as in changes:
+            raise InvalidRegistration(
+                [(hashed.stored_as, f"unknown key: give {hashed.name} instead")]
+            )
         # Top-level keys are replaced (a table such as access as a whole); None removes.
         for key, value in changes.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
-        if row.secret_hash and "client_secret" not in changes:
-            data[_STORED_HASH] = row.secret_hash
-        if row.secret_encrypted and "shared_secret" not in changes:
-            data["shared_secret"] = self._decrypt_stored(row)
+        self._restore_secrets(row, data, keep=frozenset(changes))
         reg = self._validate(slug, data, stored_hash=True)
         self._check_client_id(reg)
         self._store.update_registration(self._to_row(reg, existing=row, actor=actor))
@@ -454,6 +502,7 @@ class Registry:
             slug,
             data,
             Problems(f"registration {slug}", sink),
+            profiles=self._profiles,
             hash_secret=self._hash,
             stored_hash=stored_hash,
         )
@@ -486,12 +535,10 @@ class Registry:
         if reg.claims:
             options["claims"] = dict(reg.claims)
         options["enabled"] = reg.enabled
-        secret_hash = None
-        secret_encrypted = None
-        if isinstance(reg.options, oidc_profile.OidcOptions):
-            secret_hash = reg.options.client_secret_hash
-        else:
-            secret_encrypted = self._encrypt(reg.options.shared_secret)
+        hashed, encrypted = self._secret_fields(reg.profile)
+        secret_hash = _attribute(reg.options, hashed)
+        secret = _attribute(reg.options, encrypted)
+        secret_encrypted = self._encrypt(secret) if secret else None
         return RegistrationRow(
             slug=reg.slug,
             name=reg.name,
@@ -504,3 +551,11 @@ class Registry:
             updated_at=now,
             updated_by=actor,
         )
+
+
+def _attribute(options: Options, spec: OptionField | None) -> str | None:
+    """The stored form of a secret (its hash, or the secret itself), or None."""
+    if spec is None:
+        return None
+    value = getattr(options, spec.stored_as, None)
+    return value if isinstance(value, str) and value else None

@@ -8,16 +8,18 @@ the person's :class:`Identity` and ``auth_time``, so logout anywhere ends it
 everywhere (SECURITY D4). One session serves every registration (single sign-on).
 
 A *pending request* is a sign-in that waits for the person to enter their
-password: the OIDC authorize step or a Zendesk remote login stores its
-parameters here, the login page carries the pending id, and after sign-in the
-flow continues at the URL of its kind. This module does not render pages or
-know any protocol.
+password: the OIDC authorize step or a profile's sign-in stores its parameters
+here, the login page carries the pending id, and after sign-in the flow
+continues at the path its kind (the profile) gave (``continue_paths``). The
+:class:`SessionManager` holds what it needs explicitly (settings, database,
+store); this module does not render pages, know any protocol or any profile.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -27,11 +29,11 @@ from starlette.responses import RedirectResponse, Response
 
 from bridge.identity import Identity
 from bridge.settings import Settings
+from bridge.storage import Database, Store
+from bridge.storage.models import BrowserSessionRow
 
 PENDING_TTL_SECONDS = 30 * 60
 LOGIN_PATH = "/login"
-#: Where a pending request of each kind continues once the person has signed in.
-CONTINUE_PATHS = {"oidc": "/authorize/continue", "zendesk": "/zendesk/continue"}
 
 
 def cookie_name(settings: Settings) -> str:
@@ -58,10 +60,12 @@ class Pending:
     #: The session must have been authenticated at or after this time (prompt=login, max_age).
     min_auth_time: int | None
     login_hint: str | None
+    #: Where the flow of this kind continues (the profile's ``continue_path``).
+    continue_path: str
 
     @property
     def continue_url(self) -> str:
-        return f"{CONTINUE_PATHS[self.kind]}?{urlencode({'request': self.raw_id})}"
+        return f"{self.continue_path}?{urlencode({'request': self.raw_id})}"
 
     @property
     def login_url(self) -> str:
@@ -73,86 +77,161 @@ class Pending:
         return self.min_auth_time is None or session.auth_time >= self.min_auth_time
 
 
-def _services(request: Request) -> Any:
-    return request.app.state.services
+class SessionManager:
+    """Sessions and pending requests of every browser, for every registration."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        store: Store,
+        *,
+        continue_paths: Mapping[str, str],
+    ) -> None:
+        self.settings = settings
+        self._db = db
+        self._store = store
+        self._continue = dict(continue_paths)
 
-async def current_session(request: Request) -> Session | None:
-    """The live session of this browser, or None."""
-    services = _services(request)
-    raw = request.cookies.get(cookie_name(services.settings))
-    if not raw or len(raw) > 128:
-        return None
-    row = await services.db.run(
-        lambda: services.store.get_session(
-            raw, now=int(time.time()), idle_seconds=services.settings.sessions.idle_seconds
+    @property
+    def cookie_name(self) -> str:
+        return cookie_name(self.settings)
+
+    async def current(self, request: Request) -> Session | None:
+        """The live session of this browser, or None."""
+        raw = request.cookies.get(self.cookie_name)
+        if not raw or len(raw) > 128:
+            return None
+        idle = self.settings.sessions.idle_seconds
+        row = await self._db.run(
+            lambda: self._store.get_session(raw, now=int(time.time()), idle_seconds=idle)
         )
-    )
-    if row is None:
-        return None
-    return Session(
-        id_hash=row.id_hash,
-        identity=Identity.from_json(row.identity_json),
-        auth_time=row.auth_time,
-        expires_at=row.expires_at,
-    )
-
-
-async def start_session(request: Request, response: Response, identity: Identity) -> Session:
-    """Sign ``identity`` in: replaces any session this browser had, sets the cookie."""
-    services = _services(request)
-    settings: Settings = services.settings
-    now = int(time.time())
-    old = request.cookies.get(cookie_name(settings))
-    lifetime = settings.sessions.lifetime_seconds
-
-    def create() -> tuple[str, Any]:
-        if old and len(old) <= 128:
-            services.store.delete_session(old)
-        raw = services.store.create_session(
-            imis_id=identity.imis_id,
-            username=identity.username,
-            identity_json=identity.to_json(),
-            auth_time=now,
-            now=now,
-            lifetime_seconds=lifetime,
+        if row is None:
+            return None
+        return Session(
+            id_hash=row.id_hash,
+            identity=Identity.from_json(row.identity_json),
+            auth_time=row.auth_time,
+            expires_at=row.expires_at,
         )
-        return raw, services.store.get_session(raw, now=now, idle_seconds=lifetime)
 
-    raw, row = await services.db.run(create)
-    # No max_age/expires: the cookie dies with the browser (what the signed-out
-    # page tells people on a shared computer); the lifetime is the server's to enforce.
-    response.set_cookie(
-        cookie_name(settings),
-        raw,
-        path="/",
-        secure=settings.secure_cookies,
-        httponly=True,
-        samesite="lax",
-    )
-    return Session(id_hash=row.id_hash, identity=identity, auth_time=now, expires_at=now + lifetime)
+    async def start(self, request: Request, response: Response, identity: Identity) -> Session:
+        """Sign ``identity`` in: replaces any session this browser had, sets the cookie."""
+        settings = self.settings
+        now = int(time.time())
+        old = request.cookies.get(self.cookie_name)
+        lifetime = settings.sessions.lifetime_seconds
+        store = self._store
 
+        def create() -> tuple[str, BrowserSessionRow | None]:
+            if old and len(old) <= 128:
+                store.delete_session(old)
+            raw = store.create_session(
+                imis_id=identity.imis_id,
+                username=identity.username,
+                identity_json=identity.to_json(),
+                auth_time=now,
+                now=now,
+                lifetime_seconds=lifetime,
+            )
+            return raw, store.get_session(raw, now=now, idle_seconds=lifetime)
 
-async def end_session(request: Request, response: Response) -> Session | None:
-    """Sign this browser out (server side and cookie); returns the ended session."""
-    session = await current_session(request)
-    await sign_out(request, response, session)
-    return session
-
-
-async def sign_out(request: Request, response: Response, session: Session | None) -> None:
-    """Like :func:`end_session` for a caller that has already loaded ``session``."""
-    services = _services(request)
-    raw = request.cookies.get(cookie_name(services.settings))
-    if raw and len(raw) <= 128:
-        await services.db.run(services.store.delete_session, raw)
-    if session is not None:
-        # Single logout: the codes and tokens this session gave any app end with it
-        # (offline_access grants are not tied to the session and survive).
-        await services.db.run(
-            lambda: services.store.revoke_grants_of_session(session.id_hash, now=int(time.time()))
+        raw, row = await self._db.run(create)
+        assert row is not None
+        # No max_age/expires: the cookie dies with the browser (what the signed-out
+        # page tells people on a shared computer); the lifetime is the server's to enforce.
+        response.set_cookie(
+            self.cookie_name,
+            raw,
+            path="/",
+            secure=settings.secure_cookies,
+            httponly=True,
+            samesite="lax",
         )
-    clear_session_cookie(response, services.settings)
+        return Session(
+            id_hash=row.id_hash, identity=identity, auth_time=now, expires_at=now + lifetime
+        )
+
+    async def end(self, request: Request, response: Response) -> Session | None:
+        """Sign this browser out (server side and cookie); returns the ended session."""
+        session = await self.current(request)
+        await self.sign_out(request, response, session)
+        return session
+
+    async def sign_out(self, request: Request, response: Response, session: Session | None) -> None:
+        """Like :meth:`end` for a caller that has already loaded ``session``."""
+        raw = request.cookies.get(self.cookie_name)
+        if raw and len(raw) <= 128:
+            await self._db.run(self._store.delete_session, raw)
+        if session is not None:
+            # Single logout: the codes and tokens this session gave any app end with it
+            # (offline_access grants are not tied to the session and survive).
+            store = self._store
+            await self._db.run(
+                lambda: store.revoke_grants_of_session(session.id_hash, now=int(time.time()))
+            )
+        self.clear_cookie(response)
+
+    def clear_cookie(self, response: Response) -> None:
+        clear_session_cookie(response, self.settings)
+
+    async def create_pending(
+        self,
+        request: Request,
+        *,
+        kind: str,
+        registration: str,
+        params: dict[str, Any],
+        min_auth_time: int | None = None,
+        login_hint: str | None = None,
+    ) -> Pending:
+        path = self._continue.get(kind)
+        if path is None:
+            raise ValueError(f"no profile continues sign-ins of kind {kind!r}")
+        now = int(time.time())
+        stored = {"p": params, "min_auth_time": min_auth_time, "login_hint": login_hint}
+        client = request.client.host if request.client else None
+        limit = self.settings.login.pending_per_address
+        store = self._store
+        raw = await self._db.run(
+            lambda: store.create_pending(
+                kind=kind,
+                registration=registration,
+                params=stored,
+                now=now,
+                ttl_seconds=PENDING_TTL_SECONDS,
+                # One address keeps only its newest requests (SECURITY D8): a person
+                # with many tabs loses at worst the oldest, which says "start again".
+                client=client,
+                max_per_client=limit,
+            )
+        )
+        return Pending(raw, kind, registration, params, now, min_auth_time, login_hint, path)
+
+    async def load_pending(self, raw_id: str | None) -> Pending | None:
+        """The pending request ``raw_id`` if it exists, has not expired, and a profile
+        still continues its kind."""
+        if not raw_id or len(raw_id) > 128:
+            return None
+        store = self._store
+        row = await self._db.run(lambda: store.get_pending(raw_id, now=int(time.time())))
+        if row is None or row.kind not in self._continue:
+            return None
+        stored = json.loads(row.params_json)
+        return Pending(
+            raw_id=raw_id,
+            kind=row.kind,
+            registration=row.registration,
+            params=stored["p"],
+            created_at=row.created_at,
+            min_auth_time=stored.get("min_auth_time"),
+            login_hint=stored.get("login_hint"),
+            continue_path=self._continue[row.kind],
+        )
+
+    async def finish_pending(self, pending: Pending) -> None:
+        """A pending request is used once."""
+        await self._db.run(self._store.delete_pending, pending.raw_id)
 
 
 def clear_session_cookie(response: Response, settings: Settings) -> None:
@@ -165,60 +244,6 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
     )
 
 
-async def create_pending(
-    request: Request,
-    *,
-    kind: str,
-    registration: str,
-    params: dict[str, Any],
-    min_auth_time: int | None = None,
-    login_hint: str | None = None,
-) -> Pending:
-    services = _services(request)
-    now = int(time.time())
-    stored = {"p": params, "min_auth_time": min_auth_time, "login_hint": login_hint}
-    raw = await services.db.run(
-        lambda: services.store.create_pending(
-            kind=kind,
-            registration=registration,
-            params=stored,
-            now=now,
-            ttl_seconds=PENDING_TTL_SECONDS,
-            # One address keeps only its newest requests (SECURITY D8): a person
-            # with many tabs loses at worst the oldest, which says "start again".
-            client=request.client.host if request.client else None,
-            max_per_client=services.settings.login.pending_per_address,
-        )
-    )
-    return Pending(raw, kind, registration, params, now, min_auth_time, login_hint)
-
-
-async def load_pending(request: Request, raw_id: str | None) -> Pending | None:
-    """The pending request ``raw_id`` if it exists and has not expired."""
-    if not raw_id or len(raw_id) > 128:
-        return None
-    services = _services(request)
-    row = await services.db.run(lambda: services.store.get_pending(raw_id, now=int(time.time())))
-    if row is None:
-        return None
-    stored = json.loads(row.params_json)
-    return Pending(
-        raw_id=raw_id,
-        kind=row.kind,
-        registration=row.registration,
-        params=stored["p"],
-        created_at=row.created_at,
-        min_auth_time=stored.get("min_auth_time"),
-        login_hint=stored.get("login_hint"),
-    )
-
-
-async def finish_pending(request: Request, pending: Pending) -> None:
-    """A pending request is used once."""
-    services = _services(request)
-    await services.db.run(services.store.delete_pending, pending.raw_id)
-
-
-async def send_to_login(request: Request, pending: Pending) -> RedirectResponse:
+def send_to_login(pending: Pending) -> RedirectResponse:
     """Send the browser to the sign-in page for ``pending``."""
     return RedirectResponse(pending.login_url, status_code=303)

@@ -269,12 +269,6 @@ class Settings:
     def secure_cookies(self) -> bool:
         return urlsplit(self.issuer).scheme == "https"
 
-    def zendesk_origin(self, subdomain: str) -> str:
-        """Where Zendesk for ``subdomain`` lives (the real host unless overridden)."""
-        if self.zendesk_base_url:
-            return self.zendesk_base_url.replace("{subdomain}", subdomain).rstrip("/")
-        return f"https://{subdomain}.zendesk.com"
-
 
 # --- schema -----------------------------------------------------------------
 
@@ -803,8 +797,8 @@ def _load_registrations(
         if not is_valid_slug(slug):
             problems.add(
                 "",
-                f"file name {slug!r} is not a valid slug (lowercase letters, digits, '-'; "
-                f"not one of {', '.join(sorted(RESERVED_SLUGS))})",
+                f"file name {slug!r} is not a valid slug "
+                "(lowercase letters, digits, '-'; at most 63)",
             )
             continue
         data = expand_env(read_toml(path, problems), problems, "", env, lazy=lazy)
@@ -812,9 +806,7 @@ def _load_registrations(
     return found
 
 
-#: Slugs that would collide with a fixed path (``/zendesk/continue``).
-RESERVED_SLUGS = frozenset({"continue"})
-
-
 def is_valid_slug(slug: str) -> bool:
-    return bool(_SLUG.match(slug)) and slug not in RESERVED_SLUGS
+    """Whether ``slug`` has the form of a slug. The profiles reserve a few more
+    (their fixed paths): :func:`bridge.registry.reserved_slugs`."""
+    return bool(_SLUG.match(slug))

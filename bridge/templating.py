@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from bridge.web import services as services_of
+from bridge.services import NotStarted, services
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -39,8 +39,10 @@ def render(
     status_code: int = 200,
     headers: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
-    services = services_of(request)
-    settings = services.settings if services is not None else None
+    try:
+        settings = services(request).settings
+    except NotStarted:  # an error page of an app that never started: no UI settings
+        settings = None
     page = (
         environment()
         .get_template(name)

@@ -33,12 +33,12 @@ import math
 import re
 import secrets
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.errors import TooManyRequests
+from bridge.services import services
 from bridge.settings import LoginSettings, Settings
 
 #: Failures older than this (since a key's last failure) are forgotten.
@@ -85,10 +85,6 @@ def device_cookie_name(settings: Settings) -> str:
     return "__Host-bridge-device" if settings.secure_cookies else "bridge-device"
 
 
-def _services(request: Request) -> Any:
-    return request.app.state.services
-
-
 def _fold(username: str) -> str:
     """Usernames are case-insensitive, as in iMIS."""
     return username.strip().casefold()
@@ -106,7 +102,7 @@ def _mac(key: bytes, username: str, nonce: str, issued: int) -> str:
 
 def _entries(request: Request) -> list[str]:
     """The well-formed entries of this browser's device cookie, oldest first."""
-    raw = request.cookies.get(device_cookie_name(_services(request).settings), "")
+    raw = request.cookies.get(device_cookie_name(services(request).settings), "")
     if not raw or len(raw) > _MAX_COOKIE_CHARS:
         return []
     parts = raw.split(_SEPARATOR)[-MAX_DEVICES_PER_BROWSER:]
@@ -119,11 +115,11 @@ def _entry_for(entry: str, username: str, request: Request, now: int) -> str | N
     if found is None:
         return None
     key_id, nonce, issued_text, mac = found.groups()
-    services = _services(request)
+    known = services(request)
     issued = int(issued_text)
-    if not now - services.settings.login.device_cookie_seconds < issued <= now + CLOCK_SKEW_SECONDS:
+    if not now - known.settings.login.device_cookie_seconds < issued <= now + CLOCK_SKEW_SECONDS:
         return None
-    keys = dict(services.keys.mac_keys(MAC_PURPOSE))
+    keys = dict(known.keys.mac_keys(MAC_PURPOSE))
     key = keys.get(key_id)
     if key is None:
         return None
@@ -147,10 +143,10 @@ def remember_device(request: Request, response: Response, username: str) -> None
     Any earlier one for the same username is replaced; those for other
     usernames are kept, the newest :data:`MAX_DEVICES_PER_BROWSER` in all.
     """
-    services = _services(request)
-    settings: Settings = services.settings
+    known = services(request)
+    settings: Settings = known.settings
     now = int(time.time())
-    key_id, key = services.keys.mac_keys(MAC_PURPOSE)[0]
+    key_id, key = known.keys.mac_keys(MAC_PURPOSE)[0]
     nonce = secrets.token_urlsafe(16)
     mine = f"{key_id}.{nonce}.{now}.{_mac(key, _fold(username), nonce, now)}"
     others = [e for e in _entries(request) if _entry_for(e, username, request, now) is None]
@@ -171,7 +167,7 @@ def remember_device(request: Request, response: Response, username: str) -> None
 
 def _keys(request: Request, username: str) -> tuple[str, list[tuple[str, int]]]:
     """Which limits apply to this attempt: (name for the log, [(key, free failures)])."""
-    free = _services(request).settings.login.throttle_free_failures
+    free = services(request).settings.login.throttle_free_failures
     nonce = device_nonce(request, username)
     if nonce is not None:
         return "known device", [(f"device:{nonce}", free)]
@@ -190,24 +186,24 @@ def _wording(seconds: int) -> str:
 
 async def check(request: Request, username: str) -> None:
     """Raise :class:`TooManyRequests` (with ``retry_after``) if this attempt must wait."""
-    services = _services(request)
-    login: LoginSettings = services.settings.login
+    known = services(request)
+    login: LoginSettings = known.settings.login
     now = int(time.time())
     device, keys = _keys(request, username)
 
     def wait() -> int:
         longest = 0
         for key, free in keys:
-            failures = services.store.throttle_state([key], now=now, window_seconds=WINDOW_SECONDS)
+            failures = known.store.throttle_state([key], now=now, window_seconds=WINDOW_SECONDS)
             delay = math.ceil(delay_seconds(failures, free, login))
             # A failure within the last ``delay`` seconds means the key must still wait.
             # The Store tells counts, not times, so the wait announced is the whole
             # delay: an upper bound that is always enough.
-            if delay and services.store.throttle_state([key], now=now, window_seconds=delay):
+            if delay and known.store.throttle_state([key], now=now, window_seconds=delay):
                 longest = max(longest, delay)
         return longest
 
-    seconds = await services.db.run(wait)
+    seconds = await known.db.run(wait)
     if seconds:
         raise TooManyRequests(
             MESSAGE.format(seconds=_wording(seconds)),
@@ -218,18 +214,18 @@ async def check(request: Request, username: str) -> None:
 
 async def record_failure(request: Request, username: str) -> None:
     """Count one failed sign-in against every limit that applies to this attempt."""
-    services = _services(request)
+    known = services(request)
     keys = [key for key, _ in _keys(request, username)[1]]
     now = int(time.time())
-    await services.db.run(
-        lambda: services.store.record_failure(keys, now=now, window_seconds=WINDOW_SECONDS)
+    await known.db.run(
+        lambda: known.store.record_failure(keys, now=now, window_seconds=WINDOW_SECONDS)
     )
 
 
 async def clear(request: Request, username: str) -> None:
     """After a successful sign-in: forget this device's (or username-and-address's) failures."""
-    services = _services(request)
+    known = services(request)
     keys = [
         key for key, _ in _keys(request, username)[1] if key.startswith(("device:", "user-addr:"))
     ]
-    await services.db.run(services.store.clear_failures, keys)
+    await known.db.run(known.store.clear_failures, keys)

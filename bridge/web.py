@@ -1,22 +1,21 @@
-"""What every route module reads the same way: the services, and urlencoded bodies.
+"""What every route module reads the same way: registrations, and urlencoded bodies.
 
 One strict form reader for every endpoint that takes a form (sign-in, the
 OAuth token side, logout): only ``application/x-www-form-urlencoded``, UTF-8
 decoded strictly (never re-read as Latin-1, which would silently change a
 password), a bounded number of fields. Each caller decides how a refusal looks
-(an HTML page or an OAuth JSON error); nothing here renders.
+(an HTML page or an OAuth JSON error); nothing here renders. The services
+themselves are reached with :func:`bridge.services.services`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-if TYPE_CHECKING:
-    from bridge.app import Services
-    from bridge.registry import Registration
+from bridge.registry import Registration
+from bridge.services import Services
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
@@ -28,14 +27,6 @@ class FormError(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
-
-
-def services(request: Request) -> Services:
-    """The process's services (also reachable from mounted apps as lifespan state)."""
-    found = getattr(request.app.state, "services", None) or request.scope.get("state", {}).get(
-        "services"
-    )
-    return cast("Services", found)
 
 
 async def registration(services: Services, slug: str) -> Registration | None:

@@ -118,14 +118,14 @@ def test_readyz_reports_database_and_keys(client: Running) -> None:
 
 
 def test_readyz_is_503_when_the_database_does_not_answer(client: Running) -> None:
-    services = client.app.state.services
-    working = services.db
-    services.db = Database(UNREACHABLE, connect_timeout=1)
+    working = client.app.state.services
+    unreachable = Database(UNREACHABLE, connect_timeout=1)
+    client.app.state.services = replace(working, db=unreachable)
     try:
         response = client.get("/readyz")
     finally:
-        services.db.dispose()
-        services.db = working
+        unreachable.dispose()
+        client.app.state.services = working
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "database": False, "keys": True}
     assert response.headers["retry-after"] == "5"

@@ -18,6 +18,7 @@ from bridge.registry import Registry, load_file_registrations
 from bridge.settings import ConfigurationError, Problem, load_settings
 from bridge.storage import Conflict, Database, Store
 from tests.conftest import DatabaseFactory
+from tests.support.profiles import PROFILES
 
 ZENDESK_SECRET = "zendesk-shared-secret-" + "a" * 24
 
@@ -192,7 +193,7 @@ def test_file_problems_are_collected_for_start_up() -> None:
         RegistrationSource("a", "a.toml", {"profile": "oidc", "name": "A"}),
         RegistrationSource("b", "b.toml", {"profile": "zendesk", "name": "B"}),
     ]
-    assert load_file_registrations(sources, sink, hash_secret=hash_secret) == []
+    assert load_file_registrations(sources, sink, profiles=PROFILES, hash_secret=hash_secret) == []
     assert sorted((p.file, p.key) for p in sink) == [
         ("a.toml", "client_id"),
         ("a.toml", "redirect_uris"),

@@ -11,7 +11,6 @@ import pytest
 
 from bridge.identity import Identity
 from bridge.profiles import AccessRule, parse_access
-from bridge.registry import check_file_registrations
 from bridge.settings import (
     ENVIRONMENT,
     ConfigurationError,
@@ -20,6 +19,7 @@ from bridge.settings import (
     Settings,
     load_settings,
 )
+from tests.support.profiles import PROFILES
 
 ISSUER = 'issuer = "https://sso.example.org"\n'
 IMIS = 'base_url = "https://example.imiscloud.com"\n'
@@ -59,7 +59,7 @@ def write(folder: Path, main: str = ISSUER, registrations: Mapping[str, str] | N
 
 
 def load(folder: Path, env: Mapping[str, str] | None = None) -> Settings:
-    return load_settings(folder, env or {}, check_registrations=check_file_registrations)
+    return load_settings(folder, env or {}, check_registrations=PROFILES.check_files)
 
 
 def problems_of(folder: Path, env: Mapping[str, str] | None = None) -> list[Problem]:
@@ -346,7 +346,7 @@ def test_e3_zendesk_base_url_is_refused_outside_the_demo(tmp_path: Path, url: st
 def test_zendesk_base_url_is_accepted_for_the_demo_and_tests(tmp_path: Path) -> None:
     folder = write(tmp_path, ISSUER + 'zendesk_base_url = "http://127.0.0.1:9/{subdomain}"\n')
     settings = load_settings(folder, {}, allow_demo=True)
-    assert settings.zendesk_origin("contoso") == "http://127.0.0.1:9/contoso"
+    assert settings.zendesk_base_url == "http://127.0.0.1:9/{subdomain}"
 
 
 def test_the_demo_loads_its_simulator_when_allowed(tmp_path: Path) -> None:
@@ -404,7 +404,7 @@ SECRET_CONFIG = """\
 
 def lazy(folder: Path, env: Mapping[str, str] | None = None) -> Settings:
     return load_settings(
-        folder, env or {}, check_registrations=check_file_registrations, resolve_env=False
+        folder, env or {}, check_registrations=PROFILES.check_files, resolve_env=False
     )
 
 
@@ -455,7 +455,10 @@ def test_unresolved_registration_secrets_keep_the_registration_usable(tmp_path: 
     settings = lazy(folder)
     sink: list[Problem] = []
     regs = {
-        r.slug: r for r in load_file_registrations(settings.registrations, sink, hash_secret=str)
+        r.slug: r
+        for r in load_file_registrations(
+            settings.registrations, sink, profiles=PROFILES, hash_secret=str
+        )
     }
     assert sink == []
     assert regs["portal"].to_data()["client_type"] == "confidential"
@@ -478,7 +481,9 @@ def test_an_unresolved_client_secret_verifies_nothing(tmp_path: Path) -> None:
 
     portal = PORTAL.replace('"portal-secret-0123456789"', '"${PORTAL_SECRET}"')
     settings = lazy(write(tmp_path, registrations={"portal": portal}))
-    [reg] = load_file_registrations(settings.registrations, [], hash_secret=hash_secret)
+    [reg] = load_file_registrations(
+        settings.registrations, [], profiles=PROFILES, hash_secret=hash_secret
+    )
     stored = reg.oidc.client_secret_hash
     assert stored is not None
     assert not any(verify_secret(guess, stored) for guess in ("", "${PORTAL_SECRET}", stored))
@@ -676,7 +681,7 @@ def test_zendesk_subdomain_is_normalised(tmp_path: Path, given: str) -> None:
     from bridge.registry import load_file_registrations
 
     settings = load(write(tmp_path, registrations={"helpdesk": HELPDESK.replace("contoso", given)}))
-    [reg] = load_file_registrations(settings.registrations, [], hash_secret=str)
+    [reg] = load_file_registrations(settings.registrations, [], profiles=PROFILES, hash_secret=str)
     assert reg.zendesk.subdomain == "contoso"
 
 
@@ -799,14 +804,14 @@ def test_access_rule_in_a_registration_file(tmp_path: Path) -> None:
 
     text = PORTAL + '[access]\nmember_types = ["REG"]\nmessage = "Members only."\n'
     settings = load(write(tmp_path, registrations={"portal": text}))
-    [reg] = load_file_registrations(settings.registrations, [], hash_secret=str)
+    [reg] = load_file_registrations(settings.registrations, [], profiles=PROFILES, hash_secret=str)
     assert reg.access.to_data() == {"member_types": ["REG"], "message": "Members only."}
     assert reg.imis_properties == ("MemberType",)
 
 
 def test_a_registration_cannot_take_a_reserved_slug(tmp_path: Path) -> None:
     """/zendesk/continue is a fixed path: a registration named 'continue' could never be reached."""
-    from bridge.settings import is_valid_slug
+    from tests.support.profiles import is_valid_slug
 
     assert not is_valid_slug("continue")
     assert is_valid_slug("continue-helpdesk")

@@ -35,6 +35,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bridge.registry import Registration
+from bridge.services import Services, services
 from bridge.templating import render
 
 MOUNT_PATH = "/_demo/zendesk"
@@ -157,8 +159,8 @@ def create_demo_zendesk(
     def lookups(request: Request) -> tuple[SecretLookup, UrlLookup]:
         if get_secret is not None and remote_login_url is not None:
             return get_secret, remote_login_url
-        services = request.state.services
-        return bridge_lookups(lambda: services)
+        found = services(request)
+        return bridge_lookups(lambda: found)
 
     async def lookup(fn: UrlLookup, subdomain: str) -> str | None:
         return await anyio.to_thread.run_sync(fn, subdomain)
@@ -336,29 +338,31 @@ def _page(
 # --- wiring into the bridge ---------------------------------------------------------
 
 
-def bridge_lookups(get_services: Callable[[], Any]) -> tuple[SecretLookup, UrlLookup]:
+def bridge_lookups(get_services: Callable[[], Services]) -> tuple[SecretLookup, UrlLookup]:
     """The two look-ups of :func:`create_demo_zendesk`, answered by a running bridge.
 
-    ``get_services`` returns the bridge's :class:`~bridge.app.Services`; the
+    ``get_services`` returns the bridge's :class:`~bridge.services.Services`; the
     registry is asked on every call, so a secret changed by the CLI or the
     admin is used on the next sign-in.
     """
 
-    def registration(subdomain: str) -> Any:
+    # The demo plays Zendesk, so it reads a Zendesk registration's options by name
+    # (as an admin reads them in Admin Center), not through the bridge's profile.
+    def registration(subdomain: str) -> Registration | None:
         for reg in get_services().registry.all():
-            if reg.profile == "zendesk" and reg.zendesk.subdomain == subdomain:
+            if reg.profile == "zendesk" and getattr(reg.options, "subdomain", None) == subdomain:
                 return reg
         return None
 
     def get_secret(subdomain: str) -> str | None:
-        reg = registration(subdomain)
-        return str(reg.zendesk.shared_secret) if reg is not None else None
+        found = registration(subdomain)
+        return str(getattr(found.options, "shared_secret", "")) if found is not None else None
 
     def remote_login_url(subdomain: str) -> str | None:
-        reg = registration(subdomain)
-        if reg is None:
+        found = registration(subdomain)
+        if found is None:
             return None
-        return f"{get_services().settings.issuer}/zendesk/{reg.slug}"
+        return f"{get_services().settings.issuer}/zendesk/{found.slug}"
 
     return get_secret, remote_login_url
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from bridge.oauth.client import client_options
 from bridge.registry import Registration
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
@@ -99,9 +100,9 @@ def validate(
     ):
         raise ShowError("The application did not say who it is (client_id is missing or invalid).")
     registration = find_client(client_id)
-    if registration is None or registration.profile != "oidc" or not registration.enabled:
+    options = client_options(registration)
+    if registration is None or options is None or not registration.enabled:
         raise ShowError("This application is not registered with the sign-in service.")
-    options = registration.oidc
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri or "redirect_uri" in repeated:
         raise ShowError(f"{registration.name} did not send a redirect_uri.")

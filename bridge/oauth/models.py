@@ -14,6 +14,7 @@ from authlib.oauth2.rfc6749 import AuthorizationCodeMixin, ClientMixin, TokenMix
 
 from bridge.identity import Identity
 from bridge.keys import verify_secret
+from bridge.oauth.client import client_options
 from bridge.registry import Registration
 from bridge.storage.models import AuthorizationCodeRow, GrantRow, TokenRow
 
@@ -22,8 +23,11 @@ class Client(ClientMixin):  # type: ignore[misc]
     """An ``oidc`` registration seen as an OAuth client."""
 
     def __init__(self, registration: Registration) -> None:
+        options = client_options(registration)
+        if options is None:
+            raise TypeError(f"registration {registration.slug} is not an OAuth client")
         self.registration = registration
-        self.options = registration.oidc
+        self.options = options
 
     @property
     def client_id(self) -> str:

@@ -57,11 +57,15 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from bridge.claims import claims_for
 from bridge.identity import Identity
+from bridge.keys import KeyStore
 from bridge.oauth.authorize import has_control_chars
+from bridge.oauth.client import SUPPORTED_SCOPES, client_options
 from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
-from bridge.profiles import oidc as oidc_profile
-from bridge.storage.repo import Conflict, RefreshReused
+from bridge.registry import Registry
+from bridge.settings import Settings
+from bridge.storage import Conflict, RefreshReused, Store
 
 log = logging.getLogger("bridge.oauth")
 
@@ -226,7 +230,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
         if result.status == "reused":
             log.warning("refresh token reused: client=%s family revoked", client.client_id)
             return None
-        if result.status != "ok":
+        if result.status != "ok" or result.token is None or result.grant is None:
             return None
         return Token(refresh_token, result.token, result.grant)
 
@@ -327,13 +331,16 @@ class Introspection(_TokenLookup, IntrospectionEndpoint):  # type: ignore[misc]
 
 
 class OAuthServer(AuthorizationServer):  # type: ignore[misc]
-    """Authlib's authorization server bound to the bridge's services."""
+    """Authlib's authorization server, given the parts of the bridge it uses."""
 
-    def __init__(self, services: Any) -> None:
-        super().__init__(scopes_supported=list(oidc_profile.SUPPORTED_SCOPES))
-        self.services = services
-        self.settings = services.settings
-        self.store = services.store
+    def __init__(
+        self, *, settings: Settings, store: Store, registry: Registry, keys: KeyStore
+    ) -> None:
+        super().__init__(scopes_supported=list(SUPPORTED_SCOPES))
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.keys = keys
         self.register_grant(CodeGrant, [PkceS256(required=True), IdToken()])
         self.register_grant(RefreshGrant)
         self.register_endpoint(Revocation)
@@ -346,8 +353,8 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> Client | None:
         if not client_id or len(client_id) > 200 or has_control_chars(client_id):
             return None
-        registration = self.services.registry.by_client_id(client_id)
-        if registration is None or registration.profile != "oidc" or not registration.enabled:
+        registration = self.registry.by_client_id(client_id)
+        if registration is None or client_options(registration) is None or not registration.enabled:
             return None
         return Client(registration)
 
@@ -476,7 +483,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         if access_token:
             claims["at_hash"] = at_hash(access_token)
         claims.update(
-            oidc_profile.claims_for(
+            claims_for(
                 identity,
                 scope.split(),
                 client.registration.claims,
@@ -484,7 +491,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
             )
         )
         alg = client.options.id_token_signed_response_alg
-        keys = self.services.keys
+        keys = self.keys
         keys.reload_if_changed()  # two stat calls: a rotation by another process signs at once
         signed: str = keys.sign_jwt(claims, alg=alg)
         return signed

@@ -1,190 +1,186 @@
-"""Profile types: what each kind of relying party receives, and how its settings read.
+"""Profiles: the kinds of relying party, as plugins, and what they share.
 
-A profile type validates a registration's own keys (``parse``) and, once a person
-has signed in, turns the same :class:`~bridge.identity.Identity` into that
-kind of RP's response. This module holds what every profile shares: the
-registry of types, the per-registration access rule and the claim-mapping
-syntax. It knows nothing of HTTP or storage.
+Profile authors start here. This package re-exports the seam
+(:mod:`bridge.plugin`: :class:`Profile`, :class:`SignInProfile`, :class:`Endpoint`,
+:class:`ProfileCatalog`, :func:`load_profiles`) and the registration schema
+(:mod:`bridge.schema`: options fields, access rule, claim mapping), and runs
+the sign-in flow every :class:`SignInProfile` shares (:func:`sign_in_routes`):
+``/{profile}/{slug}`` finds the registration, sends a person without a session to
+the sign-in page and back through ``/{profile}/continue``, checks the access rule
+once and hands the released claims (:class:`SignedIn`) to the profile's
+``answer``. The built-in profiles live in this package (``oidc``, ``zendesk``);
+each is registered in the entry-point group ``imis_bridge.profiles``, as an
+out-of-tree profile package registers its own (see docs/profiles.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from urllib.parse import urlencode
 
-from bridge.identity import MAPPABLE_FIELDS, Identity
-from bridge.settings import Problems
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
 
-#: Keys every registration may have, whatever its profile.
-COMMON_KEYS = frozenset({"name", "profile", "access", "claims", "enabled"})
+from bridge.access import SignedIn, admit, identity_for
+from bridge.errors import BadRequest, Forbidden, NotFound
+from bridge.identity import Identity
+from bridge.plugin import (
+    ENTRY_POINT_GROUP,
+    Endpoint,
+    Profile,
+    ProfileCatalog,
+    ProfileError,
+    SignInProfile,
+    load_profiles,
+)
+from bridge.registry import Registration
+from bridge.schema import (
+    COMMON_KEYS,
+    AccessRule,
+    OptionField,
+    Options,
+    OptionsSchema,
+    optional_str_list,
+    parse_access,
+    parse_claims,
+    properties_needed,
+    require_str,
+)
+from bridge.services import services
+from bridge.sessions import send_to_login
+from bridge.web import registration as registration_named
 
-_ACCESS_KEYS = ("member_types", "statuses", "organizations", "imis_ids")
+#: Every answer of the shared flow is about one person at one moment.
+NO_STORE = {"cache-control": "no-store"}
+#: The path (under ``/{profile}``) where a sign-in continues: a slug no registration may take.
+CONTINUE = "continue"
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRule:
-    """Who may sign in to one registration.
+def continue_path(name: str) -> str:
+    """Where the shared flow continues pending sign-ins of profile ``name``."""
+    return f"/{name}/{CONTINUE}"
 
-    Empty rule: every person who can sign in to iMIS. Otherwise a person listed
-    in ``imis_ids`` is always allowed, and anyone else must match every other
-    list that is given (member type, status id or name, organization id or name).
-    """
 
-    member_types: frozenset[str] = frozenset()
-    statuses: frozenset[str] = frozenset()
-    organizations: frozenset[str] = frozenset()
-    imis_ids: frozenset[str] = frozenset()
-    message: str | None = None
+def sign_in_path(name: str, slug: str) -> str:
+    """``/{name}/{slug}``: where an app sends a person to sign in to registration ``slug``."""
+    return f"/{name}/{slug}"
 
-    @property
-    def is_open(self) -> bool:
-        return not (self.member_types or self.statuses or self.organizations or self.imis_ids)
 
-    @property
-    def needs_member_type(self) -> bool:
-        return bool(self.member_types)
+def sign_in_routes(profile: SignInProfile) -> list[Route]:
+    """``GET /continue`` and ``GET /{slug}`` of ``profile`` (the app mounts them under
+    ``/{profile.name}``): the sign-in flow every :class:`SignInProfile` shares."""
 
-    def refusal(self, identity: Identity) -> str | None:
-        """None when ``identity`` may sign in, else the reason in plain words."""
-        if self.is_open or identity.imis_id in self.imis_ids:
-            return None
-        conditions = []
-        if self.member_types:
-            conditions.append((identity.member_type or "").upper() in self.member_types)
-        if self.statuses:
-            conditions.append(
-                bool(
-                    {(identity.status or "").lower(), (identity.status_id or "").lower()}
-                    & self.statuses
-                )
-            )
-        if self.organizations:
-            conditions.append(
-                bool(
-                    {
-                        (identity.organization_id or "").lower(),
-                        (identity.organization_name or "").lower(),
-                    }
-                    & self.organizations
-                )
-            )
-        if conditions and all(conditions):
-            return None
-        return self.message or (
-            "Your iMIS account is not among those allowed to use this application. "
-            "If you think it should be, contact the association."
+    async def entry(request: Request) -> Response:
+        return await _entry(request, profile)
+
+    async def resume(request: Request) -> Response:
+        return await _resume(request, profile)
+
+    return [
+        Route(f"/{CONTINUE}", resume, methods=["GET"]),
+        Route("/{slug}", entry, methods=["GET"]),
+    ]
+
+
+async def registration_of(request: Request, profile: Profile, slug: str) -> Registration:
+    """Registration ``slug`` of ``profile``; anything else is the profile's 404 page."""
+    found: Registration | None = None
+    known = services(request)
+    if known.profiles.is_valid_slug(slug):
+        found = await registration_named(known, slug)
+    if found is None or found.profile != profile.name:
+        message = (
+            profile.not_found_message
+            if isinstance(profile, SignInProfile)
+            else "There is no sign-in at this address."
         )
-
-    def to_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            k: sorted(getattr(self, k)) for k in _ACCESS_KEYS if getattr(self, k)
-        }
-        if self.message:
-            data["message"] = self.message
-        return data
+        raise NotFound(message, detail=f"no {profile.name} registration {slug[:64]!r}")
+    return found
 
 
-_NORMALISE: dict[str, Callable[[str], str]] = {
-    "member_types": str.upper,
-    "statuses": str.lower,
-    # An id ("18000") or a name, compared without regard to case, like statuses.
-    "organizations": str.lower,
-    "imis_ids": str,
-}
+async def _entry(request: Request, profile: SignInProfile) -> Response:
+    """``GET /{profile}/{slug}``: an app sends a person here to be signed in."""
+    registration = await registration_of(request, profile, request.path_params["slug"])
+    params = profile.read_request(request, registration)
+    sessions = services(request).sessions
+    session = await sessions.current(request)
+    if session is None:
+        early = await profile.without_session(request, registration, params)
+        if early is not None:
+            return early
+        pending = await sessions.create_pending(
+            request, kind=profile.name, registration=registration.slug, params=params
+        )
+        return send_to_login(pending)
+    return await answer_for(request, profile, registration, session.identity, params)
 
 
-def _text_item(item: Any) -> str | None:
-    """A list entry as text: TOML numbers are accepted (``imis_ids = [23210]``)."""
-    if isinstance(item, int) and not isinstance(item, bool):
-        return str(item)
-    if isinstance(item, str) and item.strip():
-        return item.strip()
-    return None
+async def _resume(request: Request, profile: SignInProfile) -> Response:
+    """``GET /{profile}/continue?request=ID``: back from the sign-in page.
+
+    It redirects to ``/{profile}/{slug}`` with what the app sent, which answers
+    from the new session: so the answer can always be reloaded (or reached with
+    Back) and is made afresh instead of from an expired request.
+    """
+    sessions = services(request).sessions
+    pending = await sessions.load_pending(request.query_params.get("request"))
+    if pending is None or pending.kind != profile.name:
+        raise BadRequest(
+            profile.expired_message, detail=f"unknown or expired {profile.name} pending request"
+        )
+    session = await sessions.current(request)
+    if not pending.satisfied_by(session):
+        return send_to_login(pending)
+    await sessions.finish_pending(pending)
+    query = {k: v for k, v in pending.params.items() if isinstance(v, str) and v}
+    target = sign_in_path(profile.name, pending.registration)
+    if query:
+        target += "?" + urlencode(query)
+    return RedirectResponse(target, status_code=303, headers=NO_STORE)
 
 
-def parse_access(value: Any, problems: Problems) -> AccessRule:
-    if value is None:
-        return AccessRule()
-    if not isinstance(value, Mapping):
-        problems.add("access", "must be a table")
-        return AccessRule()
-    lists: dict[str, frozenset[str]] = {}
-    for key, item in value.items():
-        if key == "message":
-            continue
-        if key not in _ACCESS_KEYS:
-            problems.add(f"access.{key}", f"unknown key (known: {', '.join(_ACCESS_KEYS)})")
-            continue
-        texts = [_text_item(v) for v in item] if isinstance(item, list) else [None]
-        if not texts or None in texts:
-            problems.add(f"access.{key}", "must be a non-empty list of non-empty strings")
-            continue
-        norm = _NORMALISE[key]
-        lists[key] = frozenset(norm(t) for t in texts if t is not None)
-    message = value.get("message")
-    if message is not None and not (isinstance(message, str) and message.strip()):
-        problems.add("access.message", "must be a non-empty string")
-        message = None
-    return AccessRule(message=message, **lists)
+async def answer_for(
+    request: Request,
+    profile: SignInProfile,
+    registration: Registration,
+    identity: Identity,
+    params: Mapping[str, str | None],
+) -> Response:
+    """Check access once, release the claims, and let ``profile`` answer (or refuse)."""
+    known = services(request)
+    try:
+        identity = await identity_for(known.users, registration, identity)
+        person = admit(registration, identity, emails_verified=known.settings.imis.emails_verified)
+    except Forbidden as exc:
+        return profile.refused(request, registration, identity, exc.message)
+    return await profile.answer(request, registration, person, params)
 
 
-def parse_claims(
-    value: Any, problems: Problems, *, allowed: Callable[[str], str | None]
-) -> dict[str, str]:
-    """Read ``[claims]`` (target claim -> iMIS field). ``allowed`` returns a reason to refuse."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        problems.add("claims", "must be a table of claim = iMIS field")
-        return {}
-    mapping: dict[str, str] = {}
-    for target, source in _flatten(value):
-        key = f"claims.{target}"
-        refusal = allowed(target)
-        if refusal:
-            problems.add(key, refusal)
-            continue
-        if not isinstance(source, str) or not source.strip():
-            problems.add(key, "must name an iMIS field (a string)")
-            continue
-        mapping[target] = source.strip()
-    return mapping
-
-
-def _flatten(value: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, Mapping):
-            out.extend(_flatten(item, name + "."))
-        else:
-            out.append((name, item))
-    return out
-
-
-def properties_needed(access: AccessRule, claims: Mapping[str, str]) -> tuple[str, ...]:
-    """Extra iMIS contact properties (CsContact) a registration needs read at sign-in."""
-    needed = {src for src in claims.values() if src not in MAPPABLE_FIELDS}
-    if access.needs_member_type or "member_type" in claims.values():
-        needed.add("MemberType")
-    return tuple(sorted(needed))
-
-
-def require_str(data: Mapping[str, Any], key: str, problems: Problems) -> str:
-    value = data.get(key)
-    if value is None or value == "":
-        problems.add(key, "is required")
-        return ""
-    if not isinstance(value, str):
-        problems.add(key, f"must be a string, not {type(value).__name__}")
-        return ""
-    return value
-
-
-def optional_str_list(data: Mapping[str, Any], key: str, problems: Problems) -> tuple[str, ...]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        problems.add(key, "must be a list of strings")
-        return ()
-    return tuple(value)
+__all__ = [
+    "COMMON_KEYS",
+    "CONTINUE",
+    "ENTRY_POINT_GROUP",
+    "NO_STORE",
+    "AccessRule",
+    "Endpoint",
+    "OptionField",
+    "Options",
+    "OptionsSchema",
+    "Profile",
+    "ProfileCatalog",
+    "ProfileError",
+    "SignInProfile",
+    "SignedIn",
+    "answer_for",
+    "continue_path",
+    "load_profiles",
+    "optional_str_list",
+    "parse_access",
+    "parse_claims",
+    "properties_needed",
+    "registration_of",
+    "require_str",
+    "sign_in_path",
+    "sign_in_routes",
+]

@@ -1,4 +1,5 @@
-"""HTTP routes. Each module is thin: parse the request, call one service, render."""
+"""The core's HTTP routes (health, OIDC, sign-in). Each module is thin: parse the request,
+call one service, render. Profiles bring their own routes (mounted by :mod:`bridge.app`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bridge.routes import health, login, oidc, zendesk
+from bridge.routes import health, login, oidc
 
 
 def all_routes() -> list[BaseRoute]:
@@ -16,6 +17,5 @@ def all_routes() -> list[BaseRoute]:
         *health.routes(),
         *oidc.routes(),
         *login.routes(),
-        *zendesk.routes(),
         Mount("/static", app=static, name="static"),
     ]

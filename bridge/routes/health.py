@@ -6,15 +6,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge.services import services
+
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
 
 async def readyz(request: Request) -> Response:
-    services = request.app.state.services
-    database = await services.db.run(services.db.ping)
-    keys = bool(services.keys.jwks()["keys"])
+    known = services(request)
+    database = await known.db.run(known.db.ping)
+    keys = bool(known.keys.jwks()["keys"])
     ready = database and keys
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "database": database, "keys": keys},

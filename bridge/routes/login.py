@@ -28,20 +28,13 @@ from bridge.connectors import (
 from bridge.errors import BadRequest, TooManyRequests
 from bridge.identity import Identity
 from bridge.middleware import page_csp
+from bridge.oauth.client import client_options
 from bridge.registry import Registration
-from bridge.sessions import (
-    LOGIN_PATH,
-    Pending,
-    Session,
-    current_session,
-    end_session,
-    load_pending,
-    start_session,
-)
+from bridge.services import services as services_of
+from bridge.sessions import LOGIN_PATH, Pending, Session
 from bridge.templating import render
 from bridge.web import FormError, read_pairs, single_values
 from bridge.web import registration as registration_named
-from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.login")
 
@@ -69,7 +62,7 @@ EXPIRED = (
 
 
 def _disabled_message(request: Request) -> str:
-    support = request.app.state.services.settings.ui.support_email
+    support = services_of(request).settings.ui.support_email
     contact = f"contact {support}" if support else "contact the association"
     return f"Your iMIS account is disabled, so it cannot be used to sign in. Please {contact}."
 
@@ -109,10 +102,10 @@ async def _pending_and_registration(
     request: Request, raw_id: str
 ) -> tuple[Pending, Registration] | None:
     """The pending request and its registration, or None when either is gone."""
-    pending = await load_pending(request, raw_id)
+    services = services_of(request)
+    pending = await services.sessions.load_pending(raw_id)
     if pending is None:
         return None
-    services = services_of(request)
     registration = await registration_named(services, pending.registration)
     if registration is None:
         return None
@@ -156,9 +149,10 @@ def _form_targets(pending: Pending | None, registration: Registration | None) ->
     URI must still be registered; any other pending request ends on our pages.
     """
     uri = pending.params.get("redirect_uri") if pending else None
-    if not isinstance(uri, str) or registration is None or registration.profile != "oidc":
+    options = client_options(registration)
+    if not isinstance(uri, str) or options is None:
         return []
-    return [uri] if uri in registration.oidc.redirect_uris else []
+    return [uri] if uri in options.redirect_uris else []
 
 
 def _expired(request: Request) -> Response:
@@ -189,7 +183,7 @@ def _signed_in(
 async def login_page(request: Request) -> Response:
     """``GET /login[?request=ID]``: the sign-in form, or who is signed in."""
     raw_id = _single_query_param(request, "request")
-    session = await current_session(request)
+    session = await services_of(request).sessions.current(request)
     if raw_id is None:
         if session is not None:
             return _signed_in(request, session)
@@ -262,7 +256,7 @@ async def login_submit(request: Request) -> Response:
         await throttle.clear(request, username)
         target = pending.continue_url if pending else LOGIN_PATH
         response = RedirectResponse(target, status_code=303, headers=NO_STORE)
-        await start_session(request, response, outcome)
+        await services_of(request).sessions.start(request, response, outcome)
         throttle.remember_device(request, response, username)
         return response
     if isinstance(outcome, WrongCredentials):
@@ -313,12 +307,12 @@ async def logout(request: Request) -> Response:
     try:
         csrf.verify(request, form)
     except BadRequest as exc:
-        session = await current_session(request)
+        session = await services_of(request).sessions.current(request)
         if session is not None:
             return _signed_in(request, session, error=exc.message, status_code=400)
         raise
     response = render(request, "signed_out.html", {"title": "You are signed out"}, headers=NO_STORE)
-    ended = await end_session(request, response)
+    ended = await services_of(request).sessions.end(request, response)
     if ended is not None:
         log.info(
             "signed out: username=%r imis_id=%s", ended.identity.username, ended.identity.imis_id

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bridge import cors, csrf, sessions
 from bridge.access import check_access, identity_for
+from bridge.claims import SCOPE_CLAIMS, claims_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
@@ -33,26 +34,18 @@ from bridge.oauth.authorize import (
     redirect_with,
     validate,
 )
-from bridge.oauth.server import OAuthServer, new_grant_id, oauth_request
-from bridge.profiles import oidc as oidc_profile
+from bridge.oauth.client import CONTINUE_PATH, KIND, SIGNING_ALGS, SUPPORTED_SCOPES, client_options
+from bridge.oauth.server import new_grant_id, oauth_request
 from bridge.registry import Registration
+from bridge.services import services as services_of
 from bridge.templating import render
 from bridge.web import FormError, is_form, read_pairs, registration_of_client, single_values
 from bridge.web import registration as registration_named
-from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.oidc")
 
 JWKS_PATH = "/.well-known/jwks.json"
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
-
-
-def _server(request: Request) -> OAuthServer:
-    services = services_of(request)
-    server = services.extras.get("oauth")
-    if server is None:
-        server = services.extras["oauth"] = OAuthServer(services)
-    return server
 
 
 # --- discovery ------------------------------------------------------------------------
@@ -74,8 +67,8 @@ async def discovery(request: Request) -> Response:
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": list(oidc_profile.SIGNING_ALGS),
-            "scopes_supported": list(oidc_profile.SUPPORTED_SCOPES),
+            "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
+            "scopes_supported": list(SUPPORTED_SCOPES),
             "claims_supported": [
                 "sub",
                 "iss",
@@ -87,7 +80,7 @@ async def discovery(request: Request) -> Response:
                 "at_hash",
                 "amr",
                 "azp",
-                *[c for claims in oidc_profile.SCOPE_CLAIMS.values() for c in claims],
+                *[c for claims in SCOPE_CLAIMS.values() for c in claims],
             ],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": [
@@ -199,7 +192,7 @@ async def authorize(request: Request) -> Response:
     except RedirectError as err:
         return _error_redirect(issuer, err)
     now = int(time.time())
-    session = await sessions.current_session(request)
+    session = await services.sessions.current(request)
     if _needs_login(areq, session, now):
         if areq.prompt == "none":
             return _error_redirect(
@@ -208,37 +201,37 @@ async def authorize(request: Request) -> Response:
                     "login_required", "the person must sign in", areq.redirect_uri, areq.state
                 ),
             )
-        pending = await sessions.create_pending(
+        pending = await services.sessions.create_pending(
             request,
-            kind="oidc",
+            kind=KIND,
             registration=registration.slug,
             params=areq.to_params(),
             min_auth_time=_min_auth_time(areq, session, now),
             login_hint=areq.login_hint,
         )
-        return await sessions.send_to_login(request, pending)
+        return sessions.send_to_login(pending)
     assert session is not None
     return await _complete(request, registration, areq, session)
 
 
 async def authorize_continue(request: Request) -> Response:
-    pending = await sessions.load_pending(request, request.query_params.get("request"))
-    if pending is None or pending.kind != "oidc":
+    services = services_of(request)
+    pending = await services.sessions.load_pending(request.query_params.get("request"))
+    if pending is None or pending.kind != KIND:
         raise BadRequest(
             "This sign-in link has expired or was already used. Go back to the application "
             "and start again."
         )
-    session = await sessions.current_session(request)
+    session = await services.sessions.current(request)
     if not pending.satisfied_by(session):
-        return await sessions.send_to_login(request, pending)
+        return sessions.send_to_login(pending)
     assert session is not None
-    services = services_of(request)
     registration = await registration_named(services, pending.registration)
-    if registration is None or registration.profile != "oidc":
+    if registration is None or client_options(registration) is None:
         raise NotFound("This application is no longer registered.")
     areq = AuthorizationRequest.from_params(pending.params)
     response = await _complete(request, registration, areq, session)
-    await sessions.finish_pending(request, pending)
+    await services.sessions.finish_pending(pending)
     return response
 
 
@@ -252,7 +245,7 @@ async def _complete(
     services = services_of(request)
     settings = services.settings
     try:
-        identity = await identity_for(services, registration, session.identity)
+        identity = await identity_for(services.users, registration, session.identity)
         check_access(registration, identity)
     except Forbidden as err:
         if areq.prompt == "none":
@@ -334,7 +327,7 @@ async def _run_endpoint(request: Request, name: str | None) -> Response:
         return _oauth_error(err)
     uri = f"{services.settings.issuer}{request.url.path}"
     oreq = oauth_request(request.method, uri, request.headers, form)
-    server = _server(request)
+    server = services.oauth
     if name is None:
         status, body, headers = await services.db.run(server.token_response, oreq)
     else:
@@ -443,7 +436,7 @@ async def _userinfo(request: Request) -> tuple[Response, Registration | None, bo
     identity = Identity.from_json(grant.identity_json)
     claims = {"sub": identity.imis_id}
     claims.update(
-        oidc_profile.claims_for(
+        claims_for(
             identity,
             scopes,
             registration.claims,
@@ -495,9 +488,10 @@ async def end_session(request: Request) -> Response:
     if post_logout:
         if registration is None:
             raise BadRequest("post_logout_redirect_uri needs client_id or id_token_hint.")
-        if post_logout not in registration.oidc.post_logout_redirect_uris:
+        options = client_options(registration)
+        if options is None or post_logout not in options.post_logout_redirect_uris:
             raise BadRequest("The address to return to after sign-out is not registered.")
-    session = await sessions.current_session(request)
+    session = await services.sessions.current(request)
     same_person = (
         session is not None
         and hint_claims is not None
@@ -526,7 +520,7 @@ async def end_session(request: Request) -> Response:
         )
     else:
         response = render(request, "signed_out.html", {"title": "Signed out"}, headers=NO_STORE)
-    await sessions.sign_out(request, response, session)
+    await services.sessions.sign_out(request, response, session)
     if session is not None:
         log.info("signed out: imis_id=%s client=%s", session.identity.imis_id, client_id or "-")
     return response
@@ -559,7 +553,7 @@ def routes() -> list[Route]:
         Route("/.well-known/openid-configuration", discovery),
         Route(JWKS_PATH, jwks),
         Route("/authorize", authorize, methods=["GET", "POST"]),
-        Route("/authorize/continue", authorize_continue),
+        Route(CONTINUE_PATH, authorize_continue),
         Route("/token", token, methods=["POST"]),
         Route("/userinfo", userinfo, methods=["GET", "POST"]),
         Route("/revoke", revoke, methods=["POST"]),

@@ -10,6 +10,7 @@ from bridge.keys import hash_secret, verify_secret
 from bridge.profiles.oidc import DEFAULT_SCOPES, OidcOptions
 from bridge.registry import Registration, parse_registration
 from bridge.settings import Problem, Problems
+from tests.support.profiles import PROFILES
 
 SECRET = "portal-secret-0123456789"
 
@@ -32,7 +33,9 @@ def portal(**changes: Any) -> dict[str, Any]:
 
 def parse(data: dict[str, Any]) -> tuple[Registration | None, list[tuple[str, str]]]:
     sink: list[Problem] = []
-    reg = parse_registration("portal", data, Problems("portal.toml", sink), hash_secret=hash_secret)
+    reg = parse_registration(
+        "portal", data, Problems("portal.toml", sink), profiles=PROFILES, hash_secret=hash_secret
+    )
     return reg, [(p.key, p.reason) for p in sink]
 
 

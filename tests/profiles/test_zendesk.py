@@ -15,6 +15,7 @@ from bridge.profiles import zendesk
 from bridge.profiles.zendesk import ZendeskOptions, build_jwt, error_hint, safe_return_to
 from bridge.registry import parse_registration
 from bridge.settings import Problem, Problems
+from tests.support.profiles import PROFILES
 
 SECRET = "zendesk-shared-secret-0123456789abcdef"
 OPTIONS = ZendeskOptions(
@@ -166,7 +167,9 @@ def test_a_registration_mapping_role_is_refused(target: str) -> None:
         "shared_secret": SECRET,
         "claims": {target: "member_type"},
     }
-    reg = parse_registration("helpdesk", data, Problems("helpdesk.toml", sink), hash_secret=str)
+    reg = parse_registration(
+        "helpdesk", data, Problems("helpdesk.toml", sink), profiles=PROFILES, hash_secret=str
+    )
     assert reg is None
     assert [p.key for p in sink] == [f"claims.{target}"]
     assert "never be mapped" in sink[0].reason
@@ -294,5 +297,8 @@ def test_subdomain_forms_are_normalised() -> None:
 def test_a_short_shared_secret_is_refused() -> None:
     sink: list[Problem] = []
     data = {"name": "H", "profile": "zendesk", "subdomain": "c", "shared_secret": "x" * 31}
-    assert parse_registration("h", data, Problems("h.toml", sink), hash_secret=str) is None
+    assert (
+        parse_registration("h", data, Problems("h.toml", sink), profiles=PROFILES, hash_secret=str)
+        is None
+    )
     assert [p.key for p in sink] == ["shared_secret"]

@@ -141,7 +141,7 @@ def create_pending(
     """A pending sign-in, made through the same function the flows use."""
     app = SimpleNamespace(state=SimpleNamespace(services=harness.services))
     request = Request({"type": "http", "app": app, "headers": []})
-    coroutine = sessions.create_pending(
+    coroutine = harness.services.sessions.create_pending(
         request, kind="oidc", registration=registration, params={}, login_hint=login_hint
     )
     # In a thread of its own: a browser test's Playwright already owns this thread's loop.

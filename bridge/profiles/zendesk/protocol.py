@@ -1,11 +1,13 @@
-"""The ``zendesk`` profile: a Zendesk JWT remote-login registration and what it sends.
+"""Zendesk JWT remote login, the protocol: a registration's options and what Zendesk receives.
 
 Owns the Zendesk keys of a registration (subdomain, shared secret, brand hosts,
-claim mapping), the JWT Zendesk receives (:func:`build_jwt`), the check that
-keeps ``return_to`` on Zendesk (:func:`safe_return_to`) and the plain-language
-hint for an error Zendesk reports (:func:`error_hint`). It is protocol logic
-only: it never touches HTTP objects, storage or iMIS, and it never lets a
-mapping (or anything else) produce ``role`` or ``custom_role_id``, because
+what a claim mapping may produce) as an options schema, where a Zendesk lives
+(:func:`zendesk_origin`, the one place it is computed), the JWT Zendesk receives
+(:func:`encode_jwt`: a translation of the claims OIDC userinfo releases), the
+check that keeps ``return_to`` on Zendesk (:func:`safe_return_to`) and the
+plain-language hint for an error Zendesk reports (:func:`error_hint`). It is
+protocol logic only: it never touches HTTP objects, storage or iMIS, and it never
+lets a mapping (or anything else) produce ``role`` or ``custom_role_id``, because
 signing in must not grant Zendesk privileges.
 """
 
@@ -13,21 +15,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import jwt
 
+from bridge.claims import USER_SCOPES, userinfo
 from bridge.identity import Identity
-from bridge.profiles import optional_str_list, parse_claims, require_str
-from bridge.settings import Problems
+from bridge.schema import OptionField, OptionsSchema, optional_str_list, require_str
+from bridge.settings import Problems, Settings
 
 log = logging.getLogger("bridge.zendesk")
 
 NAME = "zendesk"
-KEYS = frozenset({"subdomain", "shared_secret", "brand_hosts", "refuse_shared_email"})
 FORBIDDEN_CLAIMS = frozenset({"role", "custom_role_id"})
 SIMPLE_TARGETS = frozenset(
     {
@@ -58,12 +60,18 @@ class ZendeskOptions:
     subdomain: str
     brand_hosts: tuple[str, ...] = ()
     refuse_shared_email: bool = True
-    claims: Mapping[str, str] = field(default_factory=dict)
     shared_secret: str = field(default="", repr=False)
 
     @property
     def host(self) -> str:
         return f"{self.subdomain}.zendesk.com"
+
+    @property
+    def lookup_key(self) -> None:
+        return None  # found by slug only
+
+    def summary(self) -> dict[str, Any]:
+        return {"shared_secret_set": bool(self.shared_secret)}
 
     def to_data(self) -> dict[str, Any]:
         """Settings without the secret (what the database and the admin see)."""
@@ -104,7 +112,16 @@ def _normalise_host(raw: str) -> str | None:
     return host
 
 
-def _claim_target(target: str) -> str | None:
+def zendesk_origin(settings: Settings, options: ZendeskOptions) -> str:
+    """Where the Zendesk of ``options`` lives: ``https://{subdomain}.zendesk.com``, unless
+    the server-only ``zendesk_base_url`` (demo and tests) says otherwise."""
+    if settings.zendesk_base_url:
+        return settings.zendesk_base_url.replace("{subdomain}", options.subdomain).rstrip("/")
+    return f"https://{options.host}"
+
+
+def claim_target(target: str) -> str | None:
+    """None when a Zendesk registration's ``[claims]`` may produce ``target``, else why not."""
     if target in FORBIDDEN_CLAIMS or target.split(".", 1)[0] in FORBIDDEN_CLAIMS:
         return f"{target!r} can never be mapped: signing in must not grant Zendesk privileges"
     if target in SIMPLE_TARGETS:
@@ -118,11 +135,9 @@ def _claim_target(target: str) -> str | None:
     )
 
 
-def parse_claim_mapping(value: Any, problems: Problems) -> dict[str, str]:
-    return parse_claims(value, problems, allowed=_claim_target)
-
-
-def parse_options(data: Mapping[str, Any], problems: Problems, **_: Any) -> ZendeskOptions:
+def parse_options(
+    data: Mapping[str, Any], problems: Problems, hash_secret: Callable[[str], str]
+) -> ZendeskOptions:
     """Validate the Zendesk keys of a registration."""
     subdomain = ""
     raw_subdomain = require_str(data, "subdomain", problems)
@@ -167,41 +182,40 @@ def is_e164(phone: str) -> bool:
 
 
 def jwt_claims(
-    identity: Identity,
-    options: ZendeskOptions,
-    *,
-    now: int,
-    jti: str,
-    mapping: Mapping[str, str] | None = None,
+    claims: Mapping[str, Any], mapping: Mapping[str, str], *, now: int, jti: str
 ) -> dict[str, Any]:
-    """The claims Zendesk receives for ``identity``; ``mapping`` defaults to ``options.claims``.
+    """What Zendesk receives, translated from the ``claims`` OIDC userinfo releases
+    (:func:`bridge.claims.userinfo`) for a registration whose ``[claims]`` is ``mapping``.
 
     Raises :class:`ValueError` when the person has no primary email (callers
     refuse such a person with a page before getting here) or ``jti`` is too short.
     """
-    if not identity.email:
+    email = claims.get("email")
+    if not email:
         raise ValueError("a Zendesk JWT needs the person's primary email")
     if len(jti) < 22:
         raise ValueError("jti must carry at least 128 random bits")
-    claims: dict[str, Any] = {
+    subject = str(claims["sub"])
+    out: dict[str, Any] = {
         "iat": int(now),
         "jti": jti,
-        "email": identity.email,
-        "name": identity.display_name,
-        "external_id": str(identity.imis_id),
+        "email": email,
+        "name": claims["name"],
+        "external_id": subject,
     }
-    if identity.phone:
-        if is_e164(identity.phone):
-            claims["phone"] = identity.phone
+    phone = claims.get("phone_number")
+    if phone:
+        if is_e164(phone):
+            out["phone"] = phone
         else:  # Zendesk refuses the whole sign-in over a malformed phone: leave it out
-            log.warning("phone of %s is not E.164; not sent to Zendesk", identity.imis_id)
+            log.warning("phone of %s is not E.164; not sent to Zendesk", subject)
     user_fields: dict[str, str] = {}
-    for target, source in (options.claims if mapping is None else mapping).items():
-        if _claim_target(target) is not None:  # refused at config time; never trust it here
+    for target in mapping:
+        if claim_target(target) is not None:  # refused at config time; never trust it here
             log.warning("claim %r dropped: not a claim the bridge may send to Zendesk", target)
             continue
-        value = identity.field(source)
-        if value is None or not value.strip():
+        value = claims.get(target)
+        if not isinstance(value, str) or not value.strip():
             continue
         value = value.strip()
         if target.startswith("user_fields."):
@@ -209,14 +223,14 @@ def jwt_claims(
             continue
         converted = _convert_claim(target, value)
         if converted is None:
-            log.warning("claim %r of %s dropped: unusable value", target, identity.imis_id)
+            log.warning("claim %r of %s dropped: unusable value", target, subject)
         else:
-            claims[target] = converted
+            out[target] = converted
     if user_fields:
-        claims["user_fields"] = user_fields
+        out["user_fields"] = user_fields
     for forbidden in FORBIDDEN_CLAIMS:
-        claims.pop(forbidden, None)
-    return claims
+        out.pop(forbidden, None)
+    return out
 
 
 def _convert_claim(target: str, value: str) -> Any:
@@ -235,6 +249,27 @@ def _convert_claim(target: str, value: str) -> Any:
     return value
 
 
+def encode_jwt(
+    claims: Mapping[str, Any],
+    options: ZendeskOptions,
+    mapping: Mapping[str, str],
+    *,
+    now: int,
+    jti: str,
+) -> str:
+    """The HS256 JWT for Zendesk's ``/access/jwt`` (see :func:`jwt_claims`), signed with
+    the registration's shared secret."""
+    if not options.shared_secret:
+        raise ValueError("the registration has no shared secret")
+    return jwt.encode(
+        jwt_claims(claims, mapping, now=now, jti=jti),
+        options.shared_secret.encode("utf-8"),
+        algorithm="HS256",
+        headers=JWT_HEADER,
+        sort_headers=False,
+    )
+
+
 def build_jwt(
     identity: Identity,
     options: ZendeskOptions,
@@ -243,16 +278,11 @@ def build_jwt(
     jti: str,
     mapping: Mapping[str, str] | None = None,
 ) -> str:
-    """The HS256 JWT for Zendesk's ``/access/jwt``, signed with the registration's secret."""
-    if not options.shared_secret:
-        raise ValueError("the registration has no shared secret")
-    return jwt.encode(
-        jwt_claims(identity, options, now=now, jti=jti, mapping=mapping),
-        options.shared_secret.encode("utf-8"),
-        algorithm="HS256",
-        headers=JWT_HEADER,
-        sort_headers=False,
-    )
+    """:func:`encode_jwt` for ``identity``: the claims it releases to a registration
+    mapping ``mapping``, as the core computes them at sign-in."""
+    mapping = mapping or {}
+    claims = userinfo(identity, USER_SCOPES, mapping, emails_verified=False)
+    return encode_jwt(claims, options, mapping, now=now, jti=jti)
 
 
 # --- return_to ------------------------------------------------------------------
@@ -390,3 +420,38 @@ def admin_remedy(message: str, slug: str) -> str | None:
     """What an administrator should do about that error (for the log, never a page)."""
     found = _hint_for(message)
     return found[1].format(slug=slug) if found and found[1] else None
+
+
+#: The keys of a ``zendesk`` registration, in the order forms show them.
+SCHEMA = OptionsSchema(
+    fields=(
+        OptionField(
+            "subdomain",
+            "Zendesk subdomain",
+            "contoso for contoso.zendesk.com (its URL is accepted too); a custom domain "
+            "goes in brand_hosts",
+            required=True,
+        ),
+        OptionField(
+            "shared_secret",
+            "Shared secret",
+            "From Zendesk Admin Center, Single sign-on, JWT; kept encrypted",
+            required=True,
+            kind="secret",
+            secret="encrypt",
+        ),
+        OptionField(
+            "brand_hosts",
+            "Brand hosts",
+            "Host names of the Help Centers of other brands (return_to may point there)",
+            kind="list",
+        ),
+        OptionField(
+            "refuse_shared_email",
+            "Refuse shared emails",
+            "Refuse a person whose primary email another iMIS person also has (default true)",
+            kind="bool",
+        ),
+    ),
+    parse=parse_options,
+)

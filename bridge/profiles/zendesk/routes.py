@@ -1,15 +1,15 @@
-"""Zendesk JWT remote login and remote logout: ``/zendesk/{slug}``, ``/zendesk/{slug}/logout``.
+"""Zendesk JWT remote login and remote logout, the HTTP side: the zendesk profile's answers.
 
-This module owns the HTTP side of a Zendesk registration: reading Zendesk's
-query parameters, sending a person without a session to the sign-in page (a
-pending request of kind ``zendesk``, continued at ``/zendesk/continue``),
-refusing with a clear page (no primary email, a shared primary email, the
-access rule), and answering with the auto-posting form that carries the JWT to
+The core runs the sign-in (``/zendesk/{slug}``, continued at ``/zendesk/continue``,
+see :func:`bridge.profiles.sign_in_routes`); this module supplies what is
+Zendesk's in it: reading Zendesk's query parameters (:func:`read_request`),
+refusing with a clear page (the access rule, no primary email, a shared primary
+email), and answering with the auto-posting form that carries the JWT to
 ``{zendesk}/access/jwt`` — always built from the registration's subdomain,
-never from ``return_to``. It also ends the session when Zendesk signs a person
-out and explains the errors Zendesk reports. Token and ``return_to`` rules live
-in :mod:`bridge.profiles.zendesk`; this module must not duplicate them, and it
-never logs or renders the shared secret or a JWT.
+never from ``return_to``. It also serves ``/zendesk/{slug}/logout``: it ends the
+session when Zendesk signs a person out and explains the errors Zendesk
+reports. Token and ``return_to`` rules live in :mod:`.protocol`; this module
+must not duplicate them, and it never logs or renders the shared secret or a JWT.
 """
 
 from __future__ import annotations
@@ -17,44 +17,34 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
-from urllib.parse import urlencode, urlsplit
+from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bridge import csrf
-from bridge.access import check_access, identity_for, imis_unavailable
+from bridge.access import SignedIn, imis_unavailable
 from bridge.connectors import Unavailable
-from bridge.errors import BadRequest, Forbidden, NotFound
 from bridge.identity import Identity
-from bridge.profiles.zendesk import (
+from bridge.profiles import NO_STORE, Profile, registration_of
+from bridge.profiles.zendesk.protocol import (
     MAX_RETURN_TO,
+    ZendeskOptions,
     admin_remedy,
-    build_jwt,
+    encode_jwt,
     error_hint,
     safe_return_to,
+    zendesk_origin,
 )
 from bridge.registry import Registration
-from bridge.sessions import (
-    CONTINUE_PATHS,
-    create_pending,
-    current_session,
-    finish_pending,
-    load_pending,
-    send_to_login,
-    sign_out,
-)
-from bridge.settings import Settings, is_valid_slug
+from bridge.services import services as services_of
+from bridge.settings import Settings
 from bridge.templating import render
-from bridge.web import registration as registration_named
-from bridge.web import services as services_of
 
 log = logging.getLogger("bridge.zendesk")
 
-KIND = "zendesk"
-NO_STORE = {"cache-control": "no-store"}
 #: Bytes of randomness in each jti (SECURITY E1 asks for at least 128 bits).
 JTI_BYTES = 24
 #: Zendesk's brand and locale ids are numbers; anything else is not passed on.
@@ -77,19 +67,14 @@ NO_EMAIL = (
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = services_of(request).settings
-    return settings
+    return services_of(request).settings
 
 
-async def _registration(request: Request, slug: str) -> Registration:
-    """The Zendesk registration ``slug``; anything else is a 404 page."""
-    registration: Registration | None = None
-    if is_valid_slug(slug):
-        services = services_of(request)
-        registration = await registration_named(services, slug)
-    if registration is None or registration.profile != KIND:
-        raise NotFound(NOT_FOUND, detail=f"no zendesk registration {slug[:64]!r}")
-    return registration
+def options_of(registration: Registration) -> ZendeskOptions:
+    """The Zendesk options of ``registration`` (found through the zendesk profile)."""
+    if not isinstance(registration.options, ZendeskOptions):
+        raise TypeError(f"registration {registration.slug} is not a Zendesk registration")
+    return registration.options
 
 
 def _number(value: str | None) -> str | None:
@@ -98,14 +83,15 @@ def _number(value: str | None) -> str | None:
     return None
 
 
-def _zendesk_params(request: Request, registration: Registration) -> dict[str, str | None]:
+def read_request(request: Request, registration: Registration) -> dict[str, str | None]:
     """What Zendesk sent that we keep: a validated return_to, brand and locale ids."""
     query = request.query_params
     raw = query.get("return_to")
+    options = options_of(registration)
     return_to = safe_return_to(
         raw[: MAX_RETURN_TO + 1] if raw else None,
-        registration.zendesk,
-        _settings(request).zendesk_origin(registration.zendesk.subdomain),
+        options,
+        zendesk_origin(_settings(request), options),
     )
     return {
         "return_to": return_to,
@@ -117,58 +103,28 @@ def _zendesk_params(request: Request, registration: Registration) -> dict[str, s
 # --- handlers ---------------------------------------------------------------------
 
 
-async def remote_login(request: Request) -> Response:
-    """``GET /zendesk/{slug}``: Zendesk sends a person here to be signed in."""
-    registration = await _registration(request, request.path_params["slug"])
-    params = _zendesk_params(request, registration)
-    session = await current_session(request)
-    if session is None:
-        pending = await create_pending(
-            request, kind=KIND, registration=registration.slug, params=params
-        )
-        return await send_to_login(request, pending)
-    return await _answer(request, registration, session.identity, params)
+def logout_route(profile: Profile) -> Route:
+    """``GET /{slug}/logout`` (under ``/zendesk``)."""
+
+    async def logout(request: Request) -> Response:
+        registration = await registration_of(request, profile, request.path_params["slug"])
+        return await remote_logout(request, registration)
+
+    return Route("/{slug}/logout", logout, methods=["GET"])
 
 
-async def continue_after_login(request: Request) -> Response:
-    """``GET /zendesk/continue?request=ID``: back from the sign-in page.
-
-    It redirects to the remote login URL with what Zendesk sent, which answers
-    from the new session: so the page with the JWT can always be reloaded (or
-    reached with Back) and gets a fresh token instead of an expired request.
-    """
-    pending = await load_pending(request, request.query_params.get("request"))
-    if pending is None or pending.kind != KIND:
-        raise BadRequest(EXPIRED, detail="unknown or expired zendesk pending request")
-    session = await current_session(request)
-    if not pending.satisfied_by(session):
-        return await send_to_login(request, pending)
-    await finish_pending(request, pending)
-    query = {k: v for k, v in pending.params.items() if isinstance(v, str) and v}
-    target = remote_login_path(pending.registration)
-    if query:
-        target += "?" + urlencode(query)
-    return RedirectResponse(target, status_code=303, headers=NO_STORE)
-
-
-def remote_login_path(slug: str) -> str:
-    return f"/zendesk/{slug}"
-
-
-async def remote_logout(request: Request) -> Response:
+async def remote_logout(request: Request, registration: Registration) -> Response:
     """``GET /zendesk/{slug}/logout``: Zendesk signed someone out, or reports an error."""
-    registration = await _registration(request, request.path_params["slug"])
     query = request.query_params
     if query.get("kind") == "error":
         return _zendesk_error(request, registration, query.get("message") or "")
-    settings = _settings(request)
-    options = registration.zendesk
-    return_to = safe_return_to(
-        query.get("return_to"), options, settings.zendesk_origin(options.subdomain)
-    )
+    options = options_of(registration)
+    origin = zendesk_origin(_settings(request), options)
+    return_to = safe_return_to(query.get("return_to"), options, origin)
     if return_to is not None and return_to.startswith("/"):
-        return_to = settings.zendesk_origin(options.subdomain) + return_to
-    session = await current_session(request)
+        return_to = origin + return_to
+    sessions = services_of(request).sessions
+    session = await sessions.current(request)
     ending = session is not None and _same_person(
         session.identity, query.get("external_id"), query.get("email")
     )
@@ -185,7 +141,7 @@ async def remote_logout(request: Request) -> Response:
     if session is None:
         return response
     if ending:
-        await sign_out(request, response, session)
+        await sessions.sign_out(request, response, session)
     log.info(
         "zendesk remote logout: registration=%s imis_id=%s session %s",
         registration.slug,
@@ -207,41 +163,39 @@ def _same_person(identity: Identity, external_id: str | None, email: str | None)
 # --- answers ---------------------------------------------------------------------------
 
 
-async def _answer(
+async def answer(
     request: Request,
     registration: Registration,
-    identity: Identity,
-    params: dict[str, Any],
+    person: SignedIn,
+    params: Mapping[str, str | None],
 ) -> Response:
-    """The auto-posting form with a fresh JWT, or a page saying why not."""
-    services = services_of(request)
-    settings = _settings(request)
-    options = registration.zendesk
-    try:
-        identity = await identity_for(services, registration, identity)
-        check_access(registration, identity)
-    except Forbidden as exc:
-        return _refused(request, registration, identity, exc.message)
-    if not identity.email:
+    """The auto-posting form with a fresh JWT, or a page saying why not.
+
+    The core has checked the access rule and released ``person.claims``; the JWT
+    is their translation (:func:`.protocol.jwt_claims`).
+    """
+    options = options_of(registration)
+    identity = person.identity
+    if not person.claims.get("email"):
         log.info(
             "zendesk sign-in refused: registration=%s imis_id=%s has no primary email",
             registration.slug,
             identity.imis_id,
         )
-        return _refused(request, registration, identity, NO_EMAIL, title="No email address")
+        return refused(request, registration, identity, NO_EMAIL, title="No email address")
     if options.refuse_shared_email:
         refusal = await _shared_email_refusal(request, registration, identity)
         if refusal is not None:
             return refusal
 
-    token = build_jwt(
-        identity,
+    token = encode_jwt(
+        person.claims,
         options,
+        registration.claims,
         now=int(time.time()),
         jti=secrets.token_urlsafe(JTI_BYTES),
-        mapping=registration.claims,
     )
-    origin = settings.zendesk_origin(options.subdomain)
+    origin = zendesk_origin(_settings(request), options)
     log.info(
         "zendesk sign-in: registration=%s imis_id=%s brand_id=%s",
         registration.slug,
@@ -258,7 +212,7 @@ async def _answer(
             "jwt": token,
             "return_to": params.get("return_to"),
         },
-        headers={**NO_STORE, "content-security-policy": _post_csp(registration, origin)},
+        headers={**NO_STORE, "content-security-policy": _post_csp(options, origin)},
     )
 
 
@@ -280,7 +234,7 @@ async def _shared_email_refusal(
         ",".join(others),
     )
     ui = _settings(request).ui
-    return _refused(
+    return refused(
         request,
         registration,
         identity,
@@ -292,7 +246,7 @@ async def _shared_email_refusal(
     )
 
 
-def _refused(
+def refused(
     request: Request,
     registration: Registration,
     identity: Identity,
@@ -328,7 +282,7 @@ def _zendesk_error(request: Request, registration: Registration, message: str) -
         f" remedy: {remedy}" if remedy else "",
     )
     # https://{subdomain}.zendesk.com, unless the server-only override (demo, tests) is set.
-    zendesk = _settings(request).zendesk_origin(registration.zendesk.subdomain)
+    zendesk = zendesk_origin(_settings(request), options_of(registration))
     return render(
         request,
         "zendesk_error.html",
@@ -344,7 +298,7 @@ def _zendesk_error(request: Request, registration: Registration, message: str) -
     )
 
 
-def _post_csp(registration: Registration, origin: str) -> str:
+def _post_csp(options: ZendeskOptions, origin: str) -> str:
     """The default policy, plus our own script file and a form that may go to Zendesk.
 
     Zendesk answers the POST with a redirect (to return_to, or to the brand's own
@@ -353,16 +307,8 @@ def _post_csp(registration: Registration, origin: str) -> str:
     """
     parts = urlsplit(origin)
     sources = [f"{parts.scheme}://{parts.netloc}", "https://*.zendesk.com"]
-    sources += [f"https://{host}" for host in registration.zendesk.brand_hosts]
+    sources += [f"https://{host}" for host in options.brand_hosts]
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
         f"form-action {' '.join(dict.fromkeys(sources))}; frame-ancestors 'none'; base-uri 'none'"
     )
-
-
-def routes() -> list[Route]:
-    return [
-        Route(CONTINUE_PATHS[KIND], continue_after_login, methods=["GET"]),
-        Route("/zendesk/{slug}", remote_login, methods=["GET"]),
-        Route("/zendesk/{slug}/logout", remote_logout, methods=["GET"]),
-    ]
