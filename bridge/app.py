@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Mount
 from bridge.connectors import UserStore
 from bridge.housekeeping import purge_periodically
 from bridge.keys import KeyStore, hash_secret
+from bridge.manage import Registrations
 from bridge.middleware import SecurityHeadersMiddleware, error_handlers
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog, load_profiles
@@ -101,6 +102,7 @@ def open_services(
         sessions=SessionManager(settings, db, store, continue_paths=profiles.continue_paths()),
         oauth=OAuthServer(settings=settings, store=store, registry=registry, keys=keys),
         profiles=profiles,
+        registrations=Registrations(registry, store, profiles),
     )
 
 

@@ -18,7 +18,6 @@ import os
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -29,10 +28,8 @@ from bridge.settings import ConfigurationError, Problem, Settings, load_settings
 
 if TYPE_CHECKING:  # only types, of modules below this one (imported for real where used)
     from bridge.plugin import ProfileCatalog
-    from bridge.registry import Registration, Registry
-    from bridge.schema import OptionField
+    from bridge.registry import Registration
     from bridge.services import Services
-    from bridge.storage import Store
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -363,12 +360,6 @@ def _read_secret(args: argparse.Namespace) -> str | None:
     return secret
 
 
-def _secret_field(profiles: ProfileCatalog, profile: str) -> OptionField | None:
-    """The profile's secret option (what ``--secret-stdin`` sets), if it has one."""
-    found = profiles.get(profile)
-    return found.schema.secret() if found is not None else None
-
-
 def _show(reg: Registration, as_json: bool, services: Services) -> None:
     """The registration (never a secret) and the endpoints its profile publishes for it."""
     data = reg.to_data()
@@ -392,55 +383,20 @@ def cmd_registrations(args: argparse.Namespace) -> int:
         services.db.dispose()
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """What changing a registration needs to know of it, even when it cannot be read."""
-
-    profile: str
-    public: bool
-    read_only: bool
-    file: str | None
-    data: Mapping[str, Any]
-
-
-def _target(
-    registry: Registry, store: Store, profiles: ProfileCatalog, slug: str
-) -> _Target | None:
-    """A registration that is public has a ``"hash"`` secret option and no secret."""
-    from bridge.errors import InvalidRegistration
-
-    try:
-        reg = registry.get(slug)
-    except InvalidRegistration:
-        # Unreadable (say, a secret the keyring cannot decrypt): it can still be
-        # removed, or given a new secret, from what the row itself says.
-        row = store.get_registration(slug)
-        if row is None:
-            raise
-        hashed = _secret_field(profiles, row.profile)
-        public = hashed is not None and hashed.secret == "hash" and row.secret_hash is None
-        return _Target(row.profile, public, False, None, {})
-    if reg is None:
-        return None
-    hashed = _secret_field(profiles, reg.profile)
-    public = (
-        hashed is not None
-        and hashed.secret == "hash"
-        and getattr(reg.options, hashed.stored_as, None) is None
-    )
-    return _Target(reg.profile, public, reg.read_only, reg.file, reg.to_data())
-
-
-#: The profile ``registrations add`` assumes when none is given.
-DEFAULT_PROFILE = "oidc"
+#: What the CLI adds to a refusal of :mod:`bridge.manage`, by its reason.
+_CLI_HINTS = {
+    "public": ("--public: ", ""),
+    "no_secret": ("--secret-stdin: ", ""),
+    "secret_from_app": ("", " with --secret-stdin"),
+    "public_client": ("", ""),
+}
 
 
 def _registrations(args: argparse.Namespace, services: Services) -> int:
-    import time
-
-    from bridge.keys import generate_client_secret
+    from bridge.manage import DEFAULT_PROFILE, Changed, ChangeRefused
 
     registry = services.registry
+    manage = services.registrations
     action = args.action
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     if action == "list":
@@ -463,90 +419,48 @@ def _registrations(args: argparse.Namespace, services: Services) -> int:
             return _fail(f"no registration {args.slug!r}")
         _show(found, args.json, services)
         return EXIT_OK
-    current = (
-        None if action == "add" else _target(registry, services.store, services.profiles, args.slug)
-    )
+    current = None if action == "add" else manage.target(args.slug)
     if action != "add":
         if current is None:
             return _fail(f"no registration {args.slug!r}")
         if current.read_only:
             return _fail(f"{args.slug!r} is defined in {current.file}; files are read-only")
-    generated: str | None = None
-    changes: dict[str, Any]
-    if action in {"add", "edit"}:
-        changes = _collect(args, current.data if current else {}, services.profiles)
-        secret = _read_secret(args)
-        profile = changes.get("profile") or (current.profile if current else DEFAULT_PROFILE)
-        spec = _secret_field(services.profiles, str(profile))
-        if getattr(args, "public", False):
-            if spec is None or spec.secret != "hash":
-                return _fail(f"--public: a {profile} registration has no client secret to omit")
-            if secret is not None or changes.get(spec.name):
-                return _fail("--public: a public client has no client secret")
-        elif secret is not None:
-            if spec is None:
-                return _fail(f"--secret-stdin: a {profile} registration has no secret")
-            changes[spec.name] = secret
-        elif (
-            action == "add"
-            and spec is not None
-            and spec.secret == "hash"
-            and spec.name not in changes
-        ):
-            # A secret the bridge only verifies can be made here (shown once);
-            # one it signs with comes from the app's side and is pasted.
-            generated = changes[spec.name] = generate_client_secret()
+    try:
+        changed: Changed
         if action == "add":
-            reg = registry.add(args.slug, changes, actor=actor)
-        else:
-            reg = registry.edit(args.slug, changes, actor=actor)
-    elif action == "rotate-secret":
-        assert current is not None  # checked above for every action but add
-        secret = _read_secret(args)
-        spec = _secret_field(services.profiles, current.profile)
-        if spec is None:
-            return _fail(f"{args.slug} is a {current.profile} registration and has no secret")
-        if spec.secret == "encrypt" and secret is None:
-            return _fail(
-                f"the {spec.label.lower()} of {args.slug} comes from the app's side "
-                "(its administrator copies it): paste it with --secret-stdin"
+            changes = _collect(args, {}, services.profiles)
+            changes.setdefault("profile", DEFAULT_PROFILE)
+            changed = manage.add(
+                args.slug,
+                changes,
+                actor=actor,
+                secret=_read_secret(args),
+                public=getattr(args, "public", False),
             )
-        if current.public:
-            return _fail(
-                f"{args.slug} is a public client and has no secret; to make it confidential, "
-                "run `bridge registrations edit --secret-stdin`"
+        elif action == "edit":
+            assert current is not None  # checked above for every action but add
+            changed = manage.edit(
+                args.slug,
+                _collect(args, current.data, services.profiles),
+                actor=actor,
+                secret=_read_secret(args),
+                public=getattr(args, "public", False),
             )
-        if secret is None:
-            generated = secret = generate_client_secret()
-        changes = {spec.name: secret}
-        reg = registry.edit(args.slug, changes, actor=actor)
-    elif action == "remove":
-        if not registry.remove(args.slug):
-            return _fail(f"no stored registration {args.slug!r}")
-        services.store.audit(
-            actor=actor,
-            action="registration.remove",
-            target=args.slug,
-            detail={},
-            ip=None,
-            now=int(time.time()),
-        )
-        print(f"removed {args.slug}")
-        return EXIT_OK
-    else:  # pragma: no cover - argparse restricts the choices
-        return _fail(f"unknown action {action!r}")
-    services.store.audit(
-        actor=actor,
-        action=f"registration.{action}",
-        target=reg.slug,
-        detail={"fields": sorted(k for k in changes if "secret" not in k)},
-        ip=None,
-        now=int(time.time()),
-    )
-    _show(reg, args.json, services)
-    if generated:
+        elif action == "rotate-secret":
+            changed = manage.rotate_secret(args.slug, actor=actor, secret=_read_secret(args))
+        elif action == "remove":
+            manage.remove(args.slug, actor=actor)
+            print(f"removed {args.slug}")
+            return EXIT_OK
+        else:  # pragma: no cover - argparse restricts the choices
+            return _fail(f"unknown action {action!r}")
+    except ChangeRefused as refused:
+        before, after = _CLI_HINTS.get(refused.reason, ("", ""))
+        return _fail(f"{before}{refused.message}{after}")
+    _show(changed.registration, args.json, services)
+    if changed.generated_secret:
         print(
-            f"\nclient_secret (shown once, store it in the app now): {generated}",
+            f"\nclient_secret (shown once, store it in the app now): {changed.generated_secret}",
             file=sys.stderr if args.json else sys.stdout,
         )
     return EXIT_OK

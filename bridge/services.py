@@ -3,7 +3,8 @@
 :class:`Services` holds everything a request handler may use, built once per
 process, eagerly, by the app's lifespan (:func:`bridge.app.open_services`):
 settings, database, store, key store, registry, user store, the session manager,
-the OAuth server and the catalogue of installed profiles. Each part is given
+the OAuth server, the catalogue of installed profiles and the registration
+changes (:mod:`bridge.manage`). Each part is given
 the other parts it needs explicitly; none holds the whole. Handlers, pages and
 profiles call :func:`services` with their request. This module builds nothing.
 """
@@ -16,6 +17,7 @@ from starlette.requests import Request
 
 from bridge.connectors import UserStore
 from bridge.keys import KeyStore
+from bridge.manage import Registrations
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog
 from bridge.registry import Registry
@@ -37,6 +39,8 @@ class Services:
     sessions: SessionManager
     oauth: OAuthServer
     profiles: ProfileCatalog
+    #: Changes to registrations (validated, audited): the CLI, admin pages and API.
+    registrations: Registrations
 
 
 class NotStarted(RuntimeError):
