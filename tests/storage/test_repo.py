@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -746,6 +748,145 @@ def test_signing_out_revokes_the_sessions_grants(store: Store) -> None:
     assert all(store.active_token(raw, now=NOW + 6) is None for pair in tokens for raw in pair)
     assert store.active_token(elsewhere[0], now=NOW + 6) is not None
     assert store.revoke_grants_of_session(session_hash, now=NOW + 7) == 0
+
+
+# --- a token exchange in one transaction (unit of work) ---------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def exchange_code(store: Store, raw_code: str, now: int = NOW + 1) -> tuple[str, str]:
+    """What the token endpoint does with a code, in the store's terms."""
+    store.begin_unit()
+    redeemed = store.redeem_code(raw_code, now=now)
+    assert redeemed.status == "ok"
+    assert redeemed.row is not None
+    store.create_grant(
+        grant_id=redeemed.row.grant_id,
+        client_id="portal",
+        imis_id="1001",
+        scope="openid offline_access",
+        session_hash=None,
+        identity_json="{}",
+        auth_time=NOW,
+        now=now,
+        ttl_seconds=3600,
+    )
+    return issue(store, redeemed.row.grant_id, now=now)
+
+
+def test_b1_a_unit_of_work_commits_redemption_grant_and_tokens_together(store: Store) -> None:
+    raw = new_code(store)
+    issued: list[str] = []
+
+    def fail_after_issuing() -> None:
+        with store.unit_of_work():
+            access, _ = exchange_code(store, raw)
+            assert store.active_token(access, now=NOW + 1) is not None  # seen inside the unit
+            issued.append(access)
+            raise Boom
+
+    with pytest.raises(Boom):
+        fail_after_issuing()
+    assert store.active_token(issued[0], now=NOW + 1) is None
+    assert store.redeem_code(raw, now=NOW + 2).status == "ok"  # the code was not used up
+
+
+def test_calls_before_begin_unit_run_in_their_own_transactions(store: Store) -> None:
+    key = unique("user")
+
+    def fail_after_counting_twice() -> None:
+        with store.unit_of_work():
+            store.record_failure([key], now=NOW)
+            store.begin_unit()
+            store.record_failure([key], now=NOW)
+            raise Boom
+
+    with pytest.raises(Boom):
+        fail_after_counting_twice()
+    assert store.throttle_state([key], now=NOW, window_seconds=60) == 1
+
+
+def test_b1_a_replay_waits_for_the_exchange_and_then_revokes_its_tokens(store: Store) -> None:
+    raw = new_code(store)
+    inside, release = threading.Event(), threading.Event()
+
+    def exchanger() -> tuple[str, str]:
+        with store.unit_of_work():
+            tokens = exchange_code(store, raw)
+            inside.set()
+            assert release.wait(10)
+        return tokens
+
+    def replay() -> str:
+        result = store.redeem_code(raw, now=NOW + 1)
+        if result.row is not None:
+            store.revoke_grant_for_replay(result.row.grant_id, now=NOW + 1)
+        return result.status
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(exchanger)
+        assert inside.wait(10)
+        second = pool.submit(replay)
+        time.sleep(0.3)
+        # The code's row (PostgreSQL) or the write lock (SQLite) is held until commit.
+        assert not second.done()
+        release.set()
+        access, refresh = first.result(timeout=10)
+        assert second.result(timeout=10) == "replayed"
+    assert store.active_token(access, now=NOW + 2) is None
+    assert store.active_token(refresh, now=NOW + 2) is None
+
+
+def test_b4_refreshes_of_one_family_in_units_of_work_take_turns(store: Store) -> None:
+    """B4 with one transaction per exchange: a retry of the parent while its successor is
+    being exchanged waits for that exchange (the family is locked first, no deadlock),
+    then finds the successor used and revokes the family."""
+    grant_id = new_grant(store)
+    _, parent = issue(store, grant_id)
+    first = exchange(store, parent, now=NOW + 10, grace=60, grant_id=grant_id)
+    assert isinstance(first, tuple)
+    successor = first[1]
+    rotated, release = threading.Event(), threading.Event()
+
+    def use_successor() -> str:
+        with store.unit_of_work():
+            store.begin_unit()
+            rotation = store.rotate_refresh(
+                successor, client_id="portal", now=NOW + 11, grace_seconds=60
+            )
+            rotated.set()
+            assert release.wait(10)
+            assert rotation.token is not None
+            store.issue_tokens(
+                grant_id=grant_id,
+                client_id="portal",
+                scope="openid offline_access",
+                now=NOW + 11,
+                access_ttl=600,
+                refresh_ttl=86400,
+                parent_hash=rotation.token.token_hash,
+            )
+        return rotation.status
+
+    def retry_parent() -> tuple[str, str] | str:
+        with store.unit_of_work():
+            store.begin_unit()
+            return exchange(store, parent, now=NOW + 11, grace=60, grant_id=grant_id)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        using = pool.submit(use_successor)
+        assert rotated.wait(10)
+        retrying = pool.submit(retry_parent)
+        time.sleep(0.3)
+        release.set()
+        assert using.result(timeout=15) == "ok"
+        assert retrying.result(timeout=15) == "reused"
+    grant = stored_grant(store, grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 11
 
 
 # --- throttling -------------------------------------------------------------------------
