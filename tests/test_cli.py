@@ -838,11 +838,12 @@ def test_d8_db_purge_removes_expired_rows_and_prints_what_went(
     assert live == 1
 
 
+@pytest.mark.parametrize("command", [("db", "purge"), ("audit", "list")])
 def test_d8_db_purge_refuses_a_database_that_is_not_set_up(
-    run: Any, tmp_path: Path, empty_database_url: str
+    run: Any, tmp_path: Path, empty_database_url: str, command: tuple[str, str]
 ) -> None:
     folder = make_config(tmp_path / "c", empty_database_url)
-    result = run("db", "purge", "--config", folder)
+    result = run(*command, "--config", folder)
     assert result.code == 1
     assert "run `bridge db upgrade" in result.err
 
@@ -1046,11 +1047,16 @@ def test_python_dash_m_bridge_help() -> None:
 # --- audit trail ---------------------------------------------------------------------------
 
 
-def test_audit_list_shows_the_newest_changes_first(
-    run: Any, tmp_path: Path, empty_database_url: str, shared_keys: Path
-) -> None:
+@pytest.fixture
+def trail(run: Any, tmp_path: Path, empty_database_url: str, shared_keys: Path) -> Path:
+    """A configuration whose database is set up and holds no audit event yet."""
     folder = make_config(tmp_path / "c", empty_database_url, shared_keys)
     assert run("db", "upgrade", "--config", folder).code == 0
+    return folder
+
+
+def test_audit_list_shows_the_newest_changes_first(run: Any, trail: Path) -> None:
+    folder = trail
     assert add_oidc(run, folder, "portal").code == 0
     edit = run("registrations", "edit", "portal", "--config", folder, "--set", "name=Portal")
     assert edit.code == 0, edit.err
@@ -1077,10 +1083,9 @@ def test_audit_list_shows_the_newest_changes_first(
 
 
 def test_audit_list_escapes_control_characters(
-    run: Any, tmp_path: Path, empty_database_url: str
+    run: Any, trail: Path, empty_database_url: str
 ) -> None:
-    folder = make_config(tmp_path / "c", empty_database_url)
-    assert run("db", "upgrade", "--config", folder).code == 0
+    folder = trail
     with Database(empty_database_url) as db:
         Store(db).audit(actor="evil\x1b[2J", action="login.failed", target="t\r", now=0)
     result = run("audit", "list", "--config", folder)
@@ -1090,14 +1095,8 @@ def test_audit_list_escapes_control_characters(
     assert "evil\\x1b[2J" in result.out
 
 
-def test_audit_list_on_an_empty_trail_and_bad_limits(
-    run: Any, tmp_path: Path, empty_database_url: str
-) -> None:
-    folder = make_config(tmp_path / "c", empty_database_url)
-    not_set_up = run("audit", "list", "--config", folder)
-    assert not_set_up.code == 1
-    assert "run `bridge db upgrade" in not_set_up.err
-    assert run("db", "upgrade", "--config", folder).code == 0
+def test_audit_list_on_an_empty_trail_and_bad_limits(run: Any, trail: Path) -> None:
+    folder = trail
     assert run("audit", "list", "--config", folder).out == "no audit events\n"
     assert run("audit", "list", "--config", folder, "--json").json() == []
     for bad in ("0", "-3", "ten"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import case, exists, func, insert
+from sqlalchemy import ColumnElement, case, exists, func, insert
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, col, select
 
@@ -75,6 +75,14 @@ def _token(
         "issued_at": now,
         "expires_at": now + ttl,
     }
+
+
+def _unused_code(now: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """A code that can still be redeemed: not yet, and not expired."""
+    return (
+        col(AuthorizationCodeRow.redeemed_at).is_(None),
+        col(AuthorizationCodeRow.expires_at) > now,
+    )
 
 
 def _successor_used(s: Session, parent_hash: str) -> bool:
@@ -148,11 +156,7 @@ class GrantStore(StoreBase):
         digest = hash_token(raw_code)
         query = (
             update_rows(AuthorizationCodeRow)
-            .where(
-                col(AuthorizationCodeRow.code_hash) == digest,
-                col(AuthorizationCodeRow.redeemed_at).is_(None),
-                col(AuthorizationCodeRow.expires_at) > now,
-            )
+            .where(col(AuthorizationCodeRow.code_hash) == digest, *_unused_code(now))
             .values(redeemed_at=now)
             .returning(AuthorizationCodeRow)
         )
@@ -442,11 +446,7 @@ class GrantStore(StoreBase):
         )
         void_codes = (
             update_rows(AuthorizationCodeRow)
-            .where(
-                col(AuthorizationCodeRow.session_hash) == session_hash,
-                col(AuthorizationCodeRow.redeemed_at).is_(None),
-                col(AuthorizationCodeRow.expires_at) > now,
-            )
+            .where(col(AuthorizationCodeRow.session_hash) == session_hash, *_unused_code(now))
             .values(expires_at=now)
         )
         with self._transaction() as s:

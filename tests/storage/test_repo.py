@@ -275,8 +275,9 @@ def new_grant(
     client_id: str = "portal",
     session_hash: str | None = None,
     ttl: int = 3600,
+    grant_id: str | None = None,
 ) -> str:
-    grant_id = unique("grant")
+    grant_id = grant_id or unique("grant")
     store.create_grant(
         grant_id=grant_id,
         client_id=client_id,
@@ -478,6 +479,21 @@ def test_parallel_refreshes_of_one_token_all_succeed_within_grace(store: Store) 
     assert grant.revoked_at is None
 
 
+def successor_pair(
+    store: Store, grant_id: str, parent_hash: str, *, now: int
+) -> tuple[str, str | None]:
+    """Issue the pair replacing the refresh token ``parent_hash``, as the token endpoint does."""
+    return store.issue_tokens(
+        grant_id=grant_id,
+        client_id="portal",
+        scope="openid offline_access",
+        now=now,
+        access_ttl=600,
+        refresh_ttl=86400,
+        parent_hash=parent_hash,
+    )
+
+
 def exchange(
     store: Store, refresh: str, *, now: int, grace: int, grant_id: str | None = None
 ) -> tuple[str, str] | str:
@@ -492,14 +508,8 @@ def exchange(
     assert rotation.grant is not None
     assert grant_id is None or rotation.grant.id == grant_id
     try:
-        access, new_refresh = store.issue_tokens(
-            grant_id=rotation.grant.id,
-            client_id="portal",
-            scope="openid offline_access",
-            now=now,
-            access_ttl=600,
-            refresh_ttl=86400,
-            parent_hash=rotation.token.token_hash,
+        access, new_refresh = successor_pair(
+            store, rotation.grant.id, rotation.token.token_hash, now=now
         )
     except RefreshReused:
         return "reused-at-issue"
@@ -556,29 +566,13 @@ def test_b4_issuing_after_a_successor_was_used_revokes_the_family(store: Store) 
     assert winner.token is not None
     assert late.token is not None
     parent = winner.token.token_hash
-    access, successor = store.issue_tokens(
-        grant_id=grant_id,
-        client_id="portal",
-        scope="openid offline_access",
-        now=NOW + 10,
-        access_ttl=600,
-        refresh_ttl=86400,
-        parent_hash=parent,
-    )
+    access, successor = successor_pair(store, grant_id, parent, now=NOW + 10)
     assert successor is not None
     used = exchange(store, successor, now=NOW + 11, grace=5)
     assert isinstance(used, tuple)
 
     with pytest.raises(RefreshReused):
-        store.issue_tokens(
-            grant_id=grant_id,
-            client_id="portal",
-            scope="openid offline_access",
-            now=NOW + 11,
-            access_ttl=600,
-            refresh_ttl=86400,
-            parent_hash=late.token.token_hash,
-        )
+        successor_pair(store, grant_id, late.token.token_hash, now=NOW + 11)
     assert live(store, access, successor, *used, now=NOW + 12) == []
     grant = stored_grant(store, grant_id)
     assert grant is not None
@@ -763,18 +757,7 @@ def exchange_code(store: Store, raw_code: str, now: int = NOW + 1) -> tuple[str,
     redeemed = store.redeem_code(raw_code, now=now)
     assert redeemed.status == "ok"
     assert redeemed.row is not None
-    store.create_grant(
-        grant_id=redeemed.row.grant_id,
-        client_id="portal",
-        imis_id="1001",
-        scope="openid offline_access",
-        session_hash=None,
-        identity_json="{}",
-        auth_time=NOW,
-        now=now,
-        ttl_seconds=3600,
-    )
-    return issue(store, redeemed.row.grant_id, now=now)
+    return issue(store, new_grant(store, grant_id=redeemed.row.grant_id), now=now)
 
 
 def test_b1_a_unit_of_work_commits_redemption_grant_and_tokens_together(store: Store) -> None:
@@ -860,15 +843,7 @@ def test_b4_refreshes_of_one_family_in_units_of_work_take_turns(store: Store) ->
             rotated.set()
             assert release.wait(10)
             assert rotation.token is not None
-            store.issue_tokens(
-                grant_id=grant_id,
-                client_id="portal",
-                scope="openid offline_access",
-                now=NOW + 11,
-                access_ttl=600,
-                refresh_ttl=86400,
-                parent_hash=rotation.token.token_hash,
-            )
+            successor_pair(store, grant_id, rotation.token.token_hash, now=NOW + 11)
         return rotation.status
 
     def retry_parent() -> tuple[str, str] | str:
