@@ -1,4 +1,5 @@
-"""The ``bridge`` command line: serve, demo, config checks, registrations, keys, database.
+"""The ``bridge`` command line: serve, demo, config checks, registrations, keys, database,
+audit trail.
 
 Each sub-command parses its arguments, calls one function of the package and
 prints a short human answer (or JSON with ``--json``). Exit status is 0 on
@@ -227,6 +228,63 @@ def cmd_db_purge(args: argparse.Namespace) -> int:
     for kind, count in counts.items():
         print(f"  {kind:<18} {count}")
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so a stored value cannot drive the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from bridge.storage.db import Database
+    from bridge.storage.repo import Store
+
+    settings = _settings(args, uses=("database_url",))
+    db = Database(settings.database_url)
+    try:
+        db.ensure_schema(auto_upgrade=False)
+        events = Store(db).list_audit(limit=args.limit)
+    finally:
+        db.dispose()
+    rows = [
+        {
+            "at": event.at,
+            "time": datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "actor": event.actor,
+            "action": event.action,
+            "target": event.target,
+            "detail": json.loads(event.detail_json),
+            "ip": event.ip,
+        }
+        for event in events
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not rows:
+        print("no audit events")
+        return EXIT_OK
+    print(f"{'TIME (UTC)':<21} {'ACTOR':<20} {'ACTION':<24} {'TARGET':<20} DETAIL")
+    for row in rows:
+        detail = json.dumps(row["detail"], separators=(",", ":"), sort_keys=True)
+        line = (
+            f"{row['time']:<21} {row['actor']:<20} {row['action']:<24} {row['target']:<20} "
+            f"{'' if detail == '{}' else detail}"
+        )
+        print(_printable(line.rstrip()))
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 def cmd_imis_check(args: argparse.Namespace) -> int:
@@ -632,6 +690,18 @@ def build_parser() -> argparse.ArgumentParser:
     _with_config(p)
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(handler=cmd_db_purge)
+
+    audit = sub.add_parser("audit", help="the audit trail (who changed what)").add_subparsers(
+        dest="action", required=True
+    )
+    audit_help = "list the newest audit events first"
+    p = audit.add_parser("list", help=audit_help, description=audit_help)
+    _with_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--limit", type=_positive, default=100, metavar="N", help="at most N events (default 100)"
+    )
+    p.set_defaults(handler=cmd_audit_list)
 
     imis = sub.add_parser("imis", help="iMIS connection").add_subparsers(
         dest="action", required=True

@@ -850,11 +850,12 @@ def test_d8_db_purge_removes_expired_rows_and_prints_what_went(
     assert live == 1
 
 
+@pytest.mark.parametrize("command", [("db", "purge"), ("audit", "list")])
 def test_d8_db_purge_refuses_a_database_that_is_not_set_up(
-    run: Any, tmp_path: Path, empty_database_url: str
+    run: Any, tmp_path: Path, empty_database_url: str, command: tuple[str, str]
 ) -> None:
     folder = make_config(tmp_path / "c", empty_database_url)
-    result = run("db", "purge", "--config", folder)
+    result = run(*command, "--config", folder)
     assert result.code == 1
     assert "run `bridge db upgrade" in result.err
 
@@ -1053,3 +1054,64 @@ def test_python_dash_m_bridge_help() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: bridge")
+
+
+# --- audit trail ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trail(run: Any, tmp_path: Path, empty_database_url: str, shared_keys: Path) -> Path:
+    """A configuration whose database is set up and holds no audit event yet."""
+    folder = make_config(tmp_path / "c", empty_database_url, shared_keys)
+    assert run("db", "upgrade", "--config", folder).code == 0
+    return folder
+
+
+def test_audit_list_shows_the_newest_changes_first(run: Any, trail: Path) -> None:
+    folder = trail
+    assert add_oidc(run, folder, "portal").code == 0
+    edit = run("registrations", "edit", "portal", "--config", folder, "--set", "name=Portal")
+    assert edit.code == 0, edit.err
+
+    result = run("audit", "list", "--config", folder, "--json")
+    assert result.code == 0, result.err
+    events = result.json()
+    assert [(e["action"], e["target"]) for e in events] == [
+        ("registration.edit", "portal"),
+        ("registration.add", "portal"),
+    ]
+    assert events[0]["detail"] == {"fields": ["name"]}
+    assert events[0]["actor"].startswith("cli:")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", events[0]["time"])
+
+    newest = run("audit", "list", "--config", folder, "--limit", "1")
+    assert newest.code == 0, newest.err
+    header, *lines = newest.out.splitlines()
+    assert header.split()[:3] == ["TIME", "(UTC)", "ACTOR"]
+    assert len(lines) == 1
+    assert "registration.edit" in lines[0]
+    assert '{"fields":["name"]}' in lines[0]
+    assert "secret" not in result.out
+
+
+def test_audit_list_escapes_control_characters(
+    run: Any, trail: Path, empty_database_url: str
+) -> None:
+    folder = trail
+    with Database(empty_database_url) as db:
+        Store(db).audit(actor="evil\x1b[2J", action="login.failed", target="t\r", now=0)
+    result = run("audit", "list", "--config", folder)
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out
+    assert "\r" not in result.out
+    assert "evil\\x1b[2J" in result.out
+
+
+def test_audit_list_on_an_empty_trail_and_bad_limits(run: Any, trail: Path) -> None:
+    folder = trail
+    assert run("audit", "list", "--config", folder).out == "no audit events\n"
+    assert run("audit", "list", "--config", folder, "--json").json() == []
+    for bad in ("0", "-3", "ten"):
+        with pytest.raises(SystemExit) as exited:
+            run("audit", "list", "--config", folder, "--limit", bad)
+        assert exited.value.code == 2

@@ -4,14 +4,16 @@ Authlib runs the grant logic (client authentication, code and refresh grants,
 PKCE verification, revocation RFC 7009, introspection RFC 7662). We supply the
 storage hooks and override what it gets wrong for us:
 
-- code redemption is one atomic conditional UPDATE (``Store.redeem_code``) so of
-  N parallel redemptions exactly one wins; a replayed code revokes every token
-  its grant issued (SECURITY B1). Within one process, requests for the same code
-  also take turns, so the winner finishes issuing before a replay revokes, and
-  the replay always catches the tokens;
+- code redemption is one atomic conditional UPDATE (``Store.redeem_code``, via
+  :mod:`bridge.oauth.codes`, which also mints the codes) so of N parallel
+  redemptions exactly one wins; a replayed code revokes every token its grant
+  issued (SECURITY B1). The redemption, the grant and the tokens commit in one
+  transaction, so a replay, in any process, always catches the tokens; within
+  one process requests for the same code also take turns;
 - refresh tokens rotate atomically and never fork: a second exchange of one
   token within the grace window (0 s by default) revokes what the first one
-  issued, and any other reuse revokes the whole family (B4). A refresh may
+  issued, and any other reuse revokes the whole family (B4). The rotation and
+  the new tokens commit in one transaction. A refresh may
   narrow the access token's scope, while the new refresh token keeps the
   grant's (RFC 6749 §6);
 - client authentication is strict (SECURITY B3, G5): a malformed Basic header
@@ -35,11 +37,10 @@ import base64
 import binascii
 import hashlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -60,6 +61,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from bridge.claims import claims_for
 from bridge.identity import Identity
 from bridge.keys import KeyStore
+from bridge.oauth import codes
 from bridge.oauth.authorize import has_control_chars
 from bridge.oauth.client import SUPPORTED_SCOPES, client_options
 from bridge.oauth.models import AuthorizationCode, Client, GrantUser, Token
@@ -120,37 +122,23 @@ def at_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
-class _Grants:
-    """Shared hooks of both grants: where the server's services live."""
-
-    server: OAuthServer
-
-
 class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
     def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
         server: OAuthServer = self.server
-        now = int(time.time())
-        result = server.store.redeem_code(code, now=now)
-        if result.status == "replayed" and result.row is not None:
-            log.warning("authorization code replayed: client=%s grant revoked", client.client_id)
-            # Also when the first redemption (in another process) has not created
-            # the grant yet: then it never will, and that exchange fails.
-            server.store.revoke_grant_for_replay(result.row.grant_id, now=now)
-            return None
-        if result.status != "ok" or result.row is None:
-            return None
-        if result.row.client_id != client.get_client_id():
-            log.warning("code presented by another client: %s", client.client_id)
-            return None
-        return AuthorizationCode(result.row)
+        # The client is authenticated: from here the exchange is one transaction.
+        server.store.begin_unit()
+        row = codes.redeem_code(
+            server.store, code, client_id=client.get_client_id(), now=int(time.time())
+        )
+        return None if row is None else AuthorizationCode(row)
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Already redeemed atomically in :meth:`query_authorization_code`."""
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        raise NotImplementedError("codes are issued by bridge.oauth.service.issue_code")
+        raise NotImplementedError("codes are minted by bridge.oauth.codes.mint_code")
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> GrantUser:
         server: OAuthServer = self.server
@@ -220,6 +208,8 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
         server: OAuthServer = self.server
         client: Client = self.request.client
+        # The client is authenticated: from here the exchange is one transaction.
+        server.store.begin_unit()
         self._check_scope_before_rotation(refresh_token, client)
         result = server.store.rotate_refresh(
             refresh_token,
@@ -506,10 +496,11 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
             result: Response = self.handle_error_response(request, error)
             return result
         code = request.form.get("code")
-        if request.form["grant_type"] != "authorization_code" or not code:
-            result = self.create_token_response(request)
-            return result
-        with self._redemptions.hold(code):
+        turn: AbstractContextManager[None] = nullcontext()
+        if request.form["grant_type"] == "authorization_code" and code:
+            turn = self._redemptions.hold(code)
+        # The grants begin the shared transaction once the client is authenticated.
+        with turn, self.store.unit_of_work():
             result = self.create_token_response(request)
         return result
 
@@ -578,8 +569,4 @@ def oauth_request(
     return request
 
 
-def new_grant_id() -> str:
-    return secrets.token_urlsafe(24)
-
-
-__all__ = ["InvalidGrantError", "OAuthServer", "at_hash", "new_grant_id", "oauth_request"]
+__all__ = ["InvalidGrantError", "OAuthServer", "at_hash", "oauth_request"]

@@ -35,7 +35,8 @@ from bridge.oauth.authorize import (
     validate,
 )
 from bridge.oauth.client import CONTINUE_PATH, KIND, SIGNING_ALGS, SUPPORTED_SCOPES, client_options
-from bridge.oauth.server import new_grant_id, oauth_request
+from bridge.oauth.codes import mint_code
+from bridge.oauth.server import oauth_request
 from bridge.registry import Registration
 from bridge.services import services as services_of
 from bridge.templating import render
@@ -265,22 +266,15 @@ async def _complete(
             status_code=403,
             headers=NO_STORE,
         )
-    now = int(time.time())
     code = await services.db.run(
-        lambda: services.store.create_code(
-            grant_id=new_grant_id(),
-            client_id=areq.client_id,
-            redirect_uri=areq.redirect_uri,
-            scope=areq.scope,
-            nonce=areq.nonce,
-            code_challenge=areq.code_challenge,
-            code_challenge_method=areq.code_challenge_method,
+        lambda: mint_code(
+            services.store,
+            areq,
+            identity=identity,
             session_hash=session.id_hash,
-            imis_id=identity.imis_id,
-            identity_json=identity.to_json(),
             auth_time=session.auth_time,
-            now=now,
-            ttl_seconds=min(settings.tokens.code_seconds, 60),
+            now=int(time.time()),
+            code_seconds=settings.tokens.code_seconds,
         )
     )
     log.info("code issued: client=%s imis_id=%s", areq.client_id, identity.imis_id)

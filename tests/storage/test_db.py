@@ -215,7 +215,7 @@ def test_session_commits_on_success_and_rolls_back_on_error(db: Database) -> Non
             {"k": f"%{key}"},
         )
         assert list(rows) == [(key, 7)]
-    assert store.get_grant("nothing") is None
+    assert store.get_registration("nothing") is None
 
 
 @pytest.mark.anyio
@@ -225,7 +225,7 @@ async def test_run_does_the_work_in_a_worker_thread(db: Database) -> None:
     worker = await db.run(threading.get_ident)
     assert worker != loop_thread
     assert await db.run(partial(store.throttle_state, ["nobody"], now=0, window_seconds=60)) == 0
-    assert await db.run(store.get_grant, "missing") is None
+    assert await db.run(store.get_registration, "missing") is None
     assert await db.run(db.ping) is True
 
 
@@ -273,15 +273,15 @@ def test_database_coming_back_is_used_again_without_restart(
     try:
         with Database(url.set(host="127.0.0.1", port=proxy.port), connect_timeout=1) as database:
             store = Store(database)
-            assert store.get_grant("missing") is None  # pool now holds a live connection
+            assert store.get_registration("missing") is None  # pool now holds a live connection
 
             proxy.stop()
             with pytest.raises(DatabaseUnavailable):
-                store.get_grant("missing")
+                store.get_registration("missing")
             assert database.ping() is False
 
             proxy.start()
-            assert store.get_grant("missing") is None
+            assert store.get_registration("missing") is None
             assert database.ping() is True
     finally:
         proxy.stop()
@@ -291,9 +291,9 @@ def test_connections_killed_by_the_server_are_replaced_silently(db: Database) ->
     if db.backend != "postgresql":
         pytest.skip("PostgreSQL only: a SQLite file has no server to drop connections")
     store = Store(db)
-    assert store.get_grant("missing") is None
+    assert store.get_registration("missing") is None
     with db.session(write=False) as s:
         own = s.connection().execute(text("SELECT pg_backend_pid()")).scalar_one()
     with Database(make_url(db.url)) as admin, admin.session() as s:
         s.connection().execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own})
-    assert store.get_grant("missing") is None
+    assert store.get_registration("missing") is None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -17,7 +19,7 @@ from sqlalchemy import select, text
 from sqlmodel import SQLModel
 
 from bridge.storage import Conflict, Database, RefreshReused, Store, hash_token, repo
-from bridge.storage.models import RegistrationRow
+from bridge.storage.models import GrantRow, RegistrationRow
 
 T = TypeVar("T")
 NOW = 1_700_000_000
@@ -39,6 +41,12 @@ def fresh_store(empty_database_url: str) -> Iterator[Store]:
     with Database(empty_database_url) as database:
         database.upgrade()
         yield Store(database)
+
+
+def stored_grant(store: Store, grant_id: str) -> GrantRow | None:
+    """The grant row as stored (read directly: no production code reads a grant by id)."""
+    with store.db.session(write=False) as s:
+        return s.get(GrantRow, grant_id)
 
 
 def all_stored_text(db: Database) -> str:
@@ -188,16 +196,6 @@ def test_deleting_a_session_returns_it_once(store: Store) -> None:
     assert store.get_session(raw, now=NOW, idle_seconds=600) is None
 
 
-def test_all_sessions_of_a_person_can_be_ended(store: Store) -> None:
-    person, other = unique("p"), unique("p")
-    mine = [new_session(store, imis_id=person) for _ in range(3)]
-    theirs = new_session(store, imis_id=other)
-    assert store.delete_sessions_of(person) == 3
-    assert all(store.get_session(raw, now=NOW, idle_seconds=600) is None for raw in mine)
-    assert store.get_session(theirs, now=NOW, idle_seconds=600) is not None
-    assert store.delete_sessions_of(person) == 0
-
-
 # --- pending requests ----------------------------------------------------------------
 
 
@@ -277,8 +275,9 @@ def new_grant(
     client_id: str = "portal",
     session_hash: str | None = None,
     ttl: int = 3600,
+    grant_id: str | None = None,
 ) -> str:
-    grant_id = unique("grant")
+    grant_id = grant_id or unique("grant")
     store.create_grant(
         grant_id=grant_id,
         client_id=client_id,
@@ -310,7 +309,7 @@ def issue(
 
 def test_grant_round_trip(store: Store) -> None:
     grant_id = new_grant(store, session_hash="sess-h")
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert (grant.client_id, grant.session_hash, grant.expires_at) == (
         "portal",
@@ -318,7 +317,7 @@ def test_grant_round_trip(store: Store) -> None:
         NOW + 3600,
     )
     assert grant.revoked_at is None
-    assert store.get_grant(unique("nope")) is None
+    assert stored_grant(store, unique("nope")) is None
 
 
 def test_issued_tokens_are_active_with_their_grant(store: Store) -> None:
@@ -357,7 +356,7 @@ def test_access_only_issue_has_no_refresh_token(store: Store) -> None:
 def test_issuing_extends_the_grant_to_cover_its_tokens(store: Store) -> None:
     grant_id = new_grant(store, ttl=60)
     issue(store, grant_id)
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.expires_at == NOW + 86400
 
@@ -373,7 +372,7 @@ def test_tokens_are_refused_for_an_unknown_or_foreign_grant(store: Store) -> Non
 def test_tokens_minted_for_a_revoked_grant_are_never_active(store: Store) -> None:
     # A replay's revocation may land between an exchange's grant and its tokens.
     grant_id = new_grant(store)
-    store.revoke_grant(grant_id, now=NOW)
+    store.revoke_grant_for_replay(grant_id, now=NOW)
     access, refresh = issue(store, grant_id, now=NOW + 1)
     assert store.active_token(access, now=NOW + 1) is None
     assert store.active_token(refresh, now=NOW + 1) is None
@@ -428,7 +427,7 @@ def test_refresh_reuse_after_grace_revokes_the_whole_family(store: Store) -> Non
     reuse = store.rotate_refresh(refresh, client_id="portal", now=NOW + 16, grace_seconds=5)
     assert reuse.status == "reused"
 
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at == NOW + 16
     assert store.active_token(new_access, now=NOW + 17) is None
@@ -475,9 +474,24 @@ def test_parallel_refreshes_of_one_token_all_succeed_within_grace(store: Store) 
         10, lambda: store.rotate_refresh(refresh, client_id="portal", now=NOW + 1, grace_seconds=5)
     )
     assert {o.status for o in outcomes} == {"ok"}
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at is None
+
+
+def successor_pair(
+    store: Store, grant_id: str, parent_hash: str, *, now: int
+) -> tuple[str, str | None]:
+    """Issue the pair replacing the refresh token ``parent_hash``, as the token endpoint does."""
+    return store.issue_tokens(
+        grant_id=grant_id,
+        client_id="portal",
+        scope="openid offline_access",
+        now=now,
+        access_ttl=600,
+        refresh_ttl=86400,
+        parent_hash=parent_hash,
+    )
 
 
 def exchange(
@@ -494,14 +508,8 @@ def exchange(
     assert rotation.grant is not None
     assert grant_id is None or rotation.grant.id == grant_id
     try:
-        access, new_refresh = store.issue_tokens(
-            grant_id=rotation.grant.id,
-            client_id="portal",
-            scope="openid offline_access",
-            now=now,
-            access_ttl=600,
-            refresh_ttl=86400,
-            parent_hash=rotation.token.token_hash,
+        access, new_refresh = successor_pair(
+            store, rotation.grant.id, rotation.token.token_hash, now=now
         )
     except RefreshReused:
         return "reused-at-issue"
@@ -525,7 +533,7 @@ def test_b4_second_exchange_within_grace_revokes_the_first_successor(store: Stor
     assert live(store, *first, *second, now=NOW + 13) == list(second)
     # The first successor is refused without harming the family (it was never used).
     assert exchange(store, first[1], now=NOW + 13, grace=5) == "invalid"
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at is None
     assert isinstance(exchange(store, second[1], now=NOW + 14, grace=5), tuple)
@@ -542,7 +550,7 @@ def test_b4_retry_after_the_successor_was_used_revokes_the_family(store: Store) 
 
     assert exchange(store, refresh, now=NOW + 12, grace=5) == "reused"
     assert live(store, *first, *third, now=NOW + 12) == []
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at == NOW + 12
 
@@ -558,31 +566,15 @@ def test_b4_issuing_after_a_successor_was_used_revokes_the_family(store: Store) 
     assert winner.token is not None
     assert late.token is not None
     parent = winner.token.token_hash
-    access, successor = store.issue_tokens(
-        grant_id=grant_id,
-        client_id="portal",
-        scope="openid offline_access",
-        now=NOW + 10,
-        access_ttl=600,
-        refresh_ttl=86400,
-        parent_hash=parent,
-    )
+    access, successor = successor_pair(store, grant_id, parent, now=NOW + 10)
     assert successor is not None
     used = exchange(store, successor, now=NOW + 11, grace=5)
     assert isinstance(used, tuple)
 
     with pytest.raises(RefreshReused):
-        store.issue_tokens(
-            grant_id=grant_id,
-            client_id="portal",
-            scope="openid offline_access",
-            now=NOW + 11,
-            access_ttl=600,
-            refresh_ttl=86400,
-            parent_hash=late.token.token_hash,
-        )
+        successor_pair(store, grant_id, late.token.token_hash, now=NOW + 11)
     assert live(store, access, successor, *used, now=NOW + 12) == []
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at == NOW + 11
 
@@ -602,7 +594,7 @@ def test_b4_parallel_exchanges_without_grace_one_wins_then_the_family_is_revoked
     assert "reused" in refused
     assert set(refused) <= {"reused", "invalid"}
     assert live(store, refresh, *issued[0], now=NOW + 2) == []
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at is not None
 
@@ -621,7 +613,7 @@ def test_b4_parallel_exchanges_within_grace_leave_exactly_one_live_chain(store: 
     dead = [raw for pair in pairs if pair is not alive[0] for raw in pair]
     assert live(store, *dead, now=NOW + 2) == []
     assert isinstance(exchange(store, alive[0][1], now=NOW + 3, grace=5), tuple)
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at is None
 
@@ -661,7 +653,7 @@ def test_revoking_a_refresh_token_revokes_its_grant(store: Store) -> None:
     access, refresh = issue(store, grant_id)
     assert store.revoke_token(refresh, client_id="portal", now=NOW + 1) is True
     assert store.active_token(access, now=NOW + 1) is None
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert grant.revoked_at == NOW + 1
 
@@ -680,10 +672,11 @@ def test_revoking_a_grant_ends_all_its_tokens(store: Store) -> None:
     first = issue(store, grant_id)
     second = issue(store, grant_id)
     other_access, _ = issue(store, new_grant(store))
-    assert store.revoke_grant(grant_id, now=NOW + 5) is True
+    # Through one refresh token of it (RFC 7009), as the bridge revokes a grant.
+    assert store.revoke_token(first[1], client_id="portal", now=NOW + 5) is True
     assert all(store.active_token(raw, now=NOW + 6) is None for raw in (*first, *second))
     assert store.active_token(other_access, now=NOW + 6) is not None
-    assert store.revoke_grant(unique("nope"), now=NOW) is False
+    assert store.revoke_token(unique("nope"), client_id="portal", now=NOW) is False
 
 
 def test_a_replay_revokes_the_grant_even_before_it_is_created(store: Store) -> None:
@@ -716,22 +709,14 @@ def test_a_replay_after_the_exchange_revokes_the_issued_tokens(store: Store) -> 
     store.revoke_grant_for_replay(grant_id, now=NOW + 2)
     assert store.active_token(access, now=NOW + 3) is None
     assert store.active_token(refresh, now=NOW + 3) is None
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     assert (grant.client_id, grant.revoked_at) == ("portal", NOW + 2)
 
 
-def test_plain_revocation_of_an_unknown_grant_leaves_no_trace(store: Store) -> None:
-    grant_id = unique("grant")
-    assert store.revoke_grant(grant_id, now=NOW) is False
-    assert store.get_grant(grant_id) is None
-    new_grant_id = new_grant(store)
-    assert store.get_grant(new_grant_id) is not None
-
-
 def test_creating_a_grant_twice_is_a_conflict(store: Store) -> None:
     grant_id = new_grant(store)
-    grant = store.get_grant(grant_id)
+    grant = stored_grant(store, grant_id)
     assert grant is not None
     with pytest.raises(Conflict):
         store.create_grant(
@@ -757,6 +742,126 @@ def test_signing_out_revokes_the_sessions_grants(store: Store) -> None:
     assert all(store.active_token(raw, now=NOW + 6) is None for pair in tokens for raw in pair)
     assert store.active_token(elsewhere[0], now=NOW + 6) is not None
     assert store.revoke_grants_of_session(session_hash, now=NOW + 7) == 0
+
+
+# --- a token exchange in one transaction (unit of work) ---------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def exchange_code(store: Store, raw_code: str, now: int = NOW + 1) -> tuple[str, str]:
+    """What the token endpoint does with a code, in the store's terms."""
+    store.begin_unit()
+    redeemed = store.redeem_code(raw_code, now=now)
+    assert redeemed.status == "ok"
+    assert redeemed.row is not None
+    return issue(store, new_grant(store, grant_id=redeemed.row.grant_id), now=now)
+
+
+def test_b1_a_unit_of_work_commits_redemption_grant_and_tokens_together(store: Store) -> None:
+    raw = new_code(store)
+    issued: list[str] = []
+
+    def fail_after_issuing() -> None:
+        with store.unit_of_work():
+            access, _ = exchange_code(store, raw)
+            assert store.active_token(access, now=NOW + 1) is not None  # seen inside the unit
+            issued.append(access)
+            raise Boom
+
+    with pytest.raises(Boom):
+        fail_after_issuing()
+    assert store.active_token(issued[0], now=NOW + 1) is None
+    assert store.redeem_code(raw, now=NOW + 2).status == "ok"  # the code was not used up
+
+
+def test_calls_before_begin_unit_run_in_their_own_transactions(store: Store) -> None:
+    key = unique("user")
+
+    def fail_after_counting_twice() -> None:
+        with store.unit_of_work():
+            store.record_failure([key], now=NOW)
+            store.begin_unit()
+            store.record_failure([key], now=NOW)
+            raise Boom
+
+    with pytest.raises(Boom):
+        fail_after_counting_twice()
+    assert store.throttle_state([key], now=NOW, window_seconds=60) == 1
+
+
+def test_b1_a_replay_waits_for_the_exchange_and_then_revokes_its_tokens(store: Store) -> None:
+    raw = new_code(store)
+    inside, release = threading.Event(), threading.Event()
+
+    def exchanger() -> tuple[str, str]:
+        with store.unit_of_work():
+            tokens = exchange_code(store, raw)
+            inside.set()
+            assert release.wait(10)
+        return tokens
+
+    def replay() -> str:
+        result = store.redeem_code(raw, now=NOW + 1)
+        if result.row is not None:
+            store.revoke_grant_for_replay(result.row.grant_id, now=NOW + 1)
+        return result.status
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(exchanger)
+        assert inside.wait(10)
+        second = pool.submit(replay)
+        time.sleep(0.3)
+        # The code's row (PostgreSQL) or the write lock (SQLite) is held until commit.
+        assert not second.done()
+        release.set()
+        access, refresh = first.result(timeout=10)
+        assert second.result(timeout=10) == "replayed"
+    assert store.active_token(access, now=NOW + 2) is None
+    assert store.active_token(refresh, now=NOW + 2) is None
+
+
+def test_b4_refreshes_of_one_family_in_units_of_work_take_turns(store: Store) -> None:
+    """B4 with one transaction per exchange: a retry of the parent while its successor is
+    being exchanged waits for that exchange (the family is locked first, no deadlock),
+    then finds the successor used and revokes the family."""
+    grant_id = new_grant(store)
+    _, parent = issue(store, grant_id)
+    first = exchange(store, parent, now=NOW + 10, grace=60, grant_id=grant_id)
+    assert isinstance(first, tuple)
+    successor = first[1]
+    rotated, release = threading.Event(), threading.Event()
+
+    def use_successor() -> str:
+        with store.unit_of_work():
+            store.begin_unit()
+            rotation = store.rotate_refresh(
+                successor, client_id="portal", now=NOW + 11, grace_seconds=60
+            )
+            rotated.set()
+            assert release.wait(10)
+            assert rotation.token is not None
+            successor_pair(store, grant_id, rotation.token.token_hash, now=NOW + 11)
+        return rotation.status
+
+    def retry_parent() -> tuple[str, str] | str:
+        with store.unit_of_work():
+            store.begin_unit()
+            return exchange(store, parent, now=NOW + 11, grace=60, grant_id=grant_id)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        using = pool.submit(use_successor)
+        assert rotated.wait(10)
+        retrying = pool.submit(retry_parent)
+        time.sleep(0.3)
+        release.set()
+        assert using.result(timeout=15) == "ok"
+        assert retrying.result(timeout=15) == "reused"
+    grant = stored_grant(store, grant_id)
+    assert grant is not None
+    assert grant.revoked_at == NOW + 11
 
 
 # --- throttling -------------------------------------------------------------------------
@@ -895,8 +1000,8 @@ def test_d8_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
     }
     assert store.get_session(live_session, now=later, idle_seconds=2 * day) is not None
     assert store.get_pending(live_pending, now=later) is not None
-    assert store.get_grant(live_grant) is not None
-    assert store.get_grant(old_grant) is None
+    assert stored_grant(store, live_grant) is not None
+    assert stored_grant(store, old_grant) is None
     assert store.active_token(live_access, now=NOW + 500) is not None
     assert store.purge_expired(now=later) == nothing  # idempotent
     assert count_rows(store.db)["audit_events"] == 1  # the audit trail is kept by design
@@ -909,20 +1014,20 @@ def test_d8_purge_ends_idle_sessions_and_revoked_families_once_expired(fresh_sto
     active = new_session(store, lifetime=10 * day)
     assert store.get_session(active, now=NOW + 3000, idle_seconds=3600) is not None  # seen
     revoked = new_grant(store, ttl=60)
-    issue(store, revoked)  # refresh lives a day: the family's expiry follows
-    assert store.revoke_grant(revoked, now=NOW + 1)
+    _, refresh = issue(store, revoked)  # refresh lives a day: the family's expiry follows
+    assert store.revoke_token(refresh, client_id="portal", now=NOW + 1)
     counts = store.purge_expired(now=NOW + 4000, session_idle_seconds=3600)
     assert counts is not None
     assert counts["sessions"] == 1
     assert store.get_session(idle, now=NOW + 3000, idle_seconds=10 * day) is None
     assert store.get_session(active, now=NOW + 3000, idle_seconds=3600) is not None
     # Revoked but not yet expired: kept, so its tokens are still known as revoked.
-    assert store.get_grant(revoked) is not None
+    assert stored_grant(store, revoked) is not None
 
     counts = store.purge_expired(now=NOW + 3 * day, session_idle_seconds=3600)
     assert counts is not None
     assert (counts["grants"], counts["tokens"]) == (1, 2)
-    assert store.get_grant(revoked) is None
+    assert stored_grant(store, revoked) is None
 
 
 def test_d8_purge_works_in_batches_until_done(fresh_store: Store) -> None:

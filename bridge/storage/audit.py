@@ -1,0 +1,54 @@
+"""The stored audit trail: who did what, when, from where.
+
+This module owns the ``audit_events`` rows: recording an event (overlong
+values clipped rather than refused, ``detail`` as compact JSON) and listing
+them newest first (``bridge audit list``). The trail is never purged here.
+What is worth recording is the caller's decision; no secret is ever passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlmodel import col, select
+
+from bridge.storage.base import StoreBase, clip, compact_json
+from bridge.storage.models import AuditEventRow
+
+
+class AuditStore(StoreBase):
+    """The audit trail."""
+
+    def audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str = "",
+        detail: Mapping[str, Any] | None = None,
+        ip: str | None = None,
+        now: int,
+    ) -> None:
+        """Record who did what. ``detail`` must not hold a secret."""
+        row = AuditEventRow(
+            at=now,
+            actor=clip(actor, 200) or "",
+            action=clip(action, 64) or "",
+            target=clip(target, 200) or "",
+            detail_json=compact_json(detail or {}),
+            ip=clip(ip, 64),
+        )
+        with self._statements() as s:
+            s.add(row)
+
+    def list_audit(self, *, limit: int = 100, offset: int = 0) -> list[AuditEventRow]:
+        """Newest first."""
+        query = (
+            select(AuditEventRow)
+            .order_by(col(AuditEventRow.at).desc(), col(AuditEventRow.id).desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._statements() as s:
+            return list(s.exec(query))

@@ -1,0 +1,174 @@
+"""What every area of the repository shares: secrets at rest, statement helpers, transactions.
+
+This module owns how a stored secret is kept (only its SHA-256), the helpers
+every query uses (UPDATE/DELETE without ORM synchronisation, INSERT with ON
+CONFLICT in the database's dialect, clipped text, compact JSON), the
+:class:`Conflict` error, and the transaction a method runs in: a short one of
+its own, or, inside :meth:`StoreBase.unit_of_work` once :meth:`StoreBase.begin_unit`
+was called, the one transaction the whole block shares (a token exchange).
+It knows no table; the areas (:mod:`bridge.storage.sessions`, ``grants``,
+``registrations``, ``throttle``, ``audit``) do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Delete, Update, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel
+
+from bridge.errors import BadRequest
+from bridge.storage.db import Database
+
+M = TypeVar("M", bound=SQLModel)
+
+
+class Conflict(BadRequest):
+    """The change collides with what is stored (a duplicate, or a revoked grant)."""
+
+    title = "This conflicts with existing data"
+
+
+def hash_token(raw: str) -> str:
+    """The stored form of a random secret: SHA-256, hex (the secrets are 256-bit random)."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def new_secret() -> tuple[str, str]:
+    """A fresh random secret and its stored hash: ``(raw, hash)``."""
+    raw = secrets.token_urlsafe(32)
+    return raw, hash_token(raw)
+
+
+def update_rows(model: type[M]) -> Update:
+    """UPDATE ``model``. Rows are never kept in the session across statements: skip the
+    ORM's in-memory synchronisation (and the extra SELECT it may emit)."""
+    return update(model).execution_options(synchronize_session=False)
+
+
+def delete_rows(model: type[M]) -> Delete:
+    """DELETE from ``model``, without ORM synchronisation (see :func:`update_rows`)."""
+    return delete(model).execution_options(synchronize_session=False)
+
+
+def clip(text: str | None, limit: int) -> str | None:
+    return None if text is None else text[:limit]
+
+
+def compact_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+@dataclass(slots=True)
+class _Unit:
+    db: Database
+    session: Session
+    begun: bool = False
+
+
+#: The unit of work of the current thread (or task), if any.
+_UNIT: ContextVar[_Unit | None] = ContextVar("bridge_storage_unit", default=None)
+
+
+class StoreBase:
+    """The database handle and the transaction every method of an area runs in."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- one transaction for a block of calls ----------------------------------
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """Let the store calls of this block share one transaction, from :meth:`begin_unit` on.
+
+        Calls before :meth:`begin_unit` (say, looking up the client) run in
+        their own short transactions, as outside the block; calls after it run
+        in one transaction (on SQLite it takes the write lock at its first
+        statement) that commits when the block ends, also when the caller turned
+        an error into an answer, and rolls back if an exception leaves the
+        block. A method's rows are flushed and forgotten as it returns, so each
+        call sees the database, not a stale copy. For the token exchange: no
+        method that catches a database error of its own (registrations) is
+        called inside. Blocks do not nest.
+        """
+        if _UNIT.get() is not None:
+            raise RuntimeError("units of work do not nest")
+        with self.db.session() as session:
+            token = _UNIT.set(_Unit(self.db, session))
+            try:
+                yield
+            finally:
+                _UNIT.reset(token)
+
+    def begin_unit(self) -> None:
+        """From here to the end of the enclosing :meth:`unit_of_work`, one transaction
+        (no effect outside one)."""
+        unit = _UNIT.get()
+        if unit is not None and unit.db is self.db:
+            unit.begun = True
+
+    def _shared(self) -> Session | None:
+        """The session of the unit of work under way, if this store's calls join it."""
+        unit = _UNIT.get()
+        if unit is None or not unit.begun or unit.db is not self.db:
+            return None
+        return unit.session
+
+    @contextmanager
+    def _joined(self, shared: Session) -> Iterator[Session]:
+        try:
+            yield shared
+            shared.flush()
+        finally:
+            shared.expunge_all()
+
+    @contextmanager
+    def _statements(self) -> Iterator[Session]:
+        """Statements that need no transaction around them: each one is atomic, or
+        they run in an order in which each prefix is a consistent state (a grant is
+        revoked before its tokens; a code is redeemed before it is looked up)."""
+        shared = self._shared()
+        if shared is not None:
+            with self._joined(shared) as s:
+                yield s
+            return
+        with self.db.session(autocommit=True) as s:
+            yield s
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        """One transaction (the unit's, inside a begun unit of work)."""
+        shared = self._shared()
+        if shared is not None:
+            with self._joined(shared) as s:
+                yield s
+            return
+        with self.db.session() as s:
+            yield s
+
+    def _insert(self, model: type[M]) -> postgresql.Insert | sqlite.Insert:
+        """INSERT with ON CONFLICT support, in this database's dialect."""
+        if self.db.backend == "postgresql":
+            return postgresql.insert(model)
+        return sqlite.insert(model)
+
+
+__all__ = [
+    "Conflict",
+    "StoreBase",
+    "clip",
+    "compact_json",
+    "delete_rows",
+    "hash_token",
+    "new_secret",
+    "update_rows",
+]
