@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from bridge.addresses import address_key
 from bridge.identity import Identity
 from bridge.settings import Settings
 from bridge.storage import Database, Store
@@ -190,7 +191,7 @@ class SessionManager:
             raise ValueError(f"no profile continues sign-ins of kind {kind!r}")
         now = int(time.time())
         stored = {"p": params, "min_auth_time": min_auth_time, "login_hint": login_hint}
-        client = request.client.host if request.client else None
+        client = address_key(request.client.host if request.client else None)
         limit = self.settings.login.pending_per_address
         store = self._store
         raw = await self._db.run(

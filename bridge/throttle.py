@@ -37,6 +37,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge.addresses import address_key
 from bridge.errors import TooManyRequests
 from bridge.services import services
 from bridge.settings import LoginSettings, Settings
@@ -76,8 +77,9 @@ def delay_seconds(failures: int, free: int, login: LoginSettings) -> float:
 
 
 def client_address(request: Request) -> str:
-    """The caller's address as uvicorn reports it (trusted proxies already applied)."""
-    return request.client.host if request.client else "unknown"
+    """The caller's address as a limit counts it (an IPv6 address counts as its /64),
+    from what uvicorn reports (trusted proxies already applied)."""
+    return address_key(request.client.host if request.client else None)
 
 
 def device_cookie_name(settings: Settings) -> str:
