@@ -38,13 +38,13 @@ GRID = "#d0d7de"
 
 WIDTH = 640
 PLOT_LEFT = 48
-PLOT_RIGHT = WIDTH - 12
+PLOT_RIGHT = WIDTH - 26
 PLOT_TOP = 14
 PLOT_BOTTOM = 196
-FONT = 13
-LEGEND_TOP = 250
+FONT = 14
+LEGEND_TOP = 270
 LEGEND_ROW = 22
-LEGEND_COLUMNS = 4
+LEGEND_COLUMNS = 3
 
 _ID = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -86,6 +86,11 @@ def _tick(series: Series, start: int) -> str:
     return time.strftime("%H:00" if series.step_seconds < 24 * 3600 else "%d %b", moment)
 
 
+def _heading(label: str) -> str:
+    """A label at the start of a sentence ("Wrong password"; "iMIS" keeps its spelling)."""
+    return label if label.startswith("iMIS") else label[:1].upper() + label[1:]
+
+
 def _summary(series: Series) -> str:
     totals = series.totals
     if not any(totals.values()):
@@ -113,7 +118,7 @@ def sign_in_chart(series: Series, *, chart_id: str = "sign-ins") -> Chart:
     slot = (PLOT_RIGHT - PLOT_LEFT) / n
     bar = max(1.0, slot * 0.7)
     legend_rows = math.ceil(len(shown) / LEGEND_COLUMNS)
-    height = LEGEND_TOP + legend_rows * LEGEND_ROW
+    height = LEGEND_TOP + (legend_rows - 1) * LEGEND_ROW - LEGEND_ROW // 2 + 10
 
     def y(value: float) -> float:
         return PLOT_BOTTOM - plot_height * value / top
@@ -213,7 +218,7 @@ def sign_in_chart(series: Series, *, chart_id: str = "sign-ins") -> Chart:
                 c=COLOURS[outcome],
                 tx=lx + 17,
                 ty=ly,
-                label=outcome.label.capitalize(),
+                label=_heading(outcome.label),
                 n=totals[outcome],
             )
         )
@@ -222,9 +227,10 @@ def sign_in_chart(series: Series, *, chart_id: str = "sign-ins") -> Chart:
 
 
 def _table(series: Series, shown: tuple[Outcome, ...]) -> Markup:
-    """The chart's numbers as a table only screen readers reach (``sr-only``)."""
+    """The chart's numbers as a table only screen readers reach (in a ``sr-only`` box: a
+    table itself never shrinks to the 1px that class asks for)."""
     head = Markup("").join(
-        Markup('<th scope="col">{}</th>').format(o.label.capitalize()) for o in shown
+        Markup('<th scope="col">{}</th>').format(_heading(o.label)) for o in shown
     )
     rows = Markup("").join(
         Markup('<tr><th scope="row">{}</th>{}<td>{}</td></tr>').format(
@@ -237,10 +243,10 @@ def _table(series: Series, shown: tuple[Outcome, ...]) -> Markup:
     totals = series.totals
     foot = Markup("").join(Markup("<td>{}</td>").format(totals[o]) for o in shown)
     return Markup(
-        '<table class="sr-only"><caption>Sign-ins, {title}</caption>'
+        '<div class="sr-only"><table><caption>Sign-ins, {title}</caption>'
         '<thead><tr><th scope="col">{axis}</th>{head}<th scope="col">Total</th></tr></thead>'
         '<tbody>{rows}</tbody><tfoot><tr><th scope="row">Total</th>{foot}<td>{all}</td></tr>'
-        "</tfoot></table>"
+        "</tfoot></table></div>"
     ).format(
         title=series.title.lower(),
         axis=_axis_title(series),
