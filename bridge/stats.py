@@ -206,23 +206,26 @@ def _series(
 
 def sign_in_stats(store: Store, registration: str | None, now: int) -> Stats:
     """Sign-ins to ``registration`` (a slug, ``"-"`` for the bridge's own sign-in page,
-    or None for all together) in the last 24 hours and 30 days. Blocking: one query."""
+    or None for all together) in the last 24 hours and 30 days. Blocking: two queries."""
     first_hour = now - now % BUCKET_SECONDS - (HOURS_SHOWN - 1) * BUCKET_SECONDS
     first_day = now - now % DAY_SECONDS - (DAYS_SHOWN - 1) * DAY_SECONDS
-    rows: list[tuple[Outcome, int, int]] = []
-    for outcome, bucket, number in store.sign_in_counts(
-        registration=registration, since=min(first_hour, first_day)
-    ):
-        try:
-            rows.append((Outcome(outcome), bucket, number))
-        except ValueError:  # counted by a newer version of the bridge
-            continue
+
+    def series(title: str, step: int, first: int, n: int) -> Series:
+        found = store.sign_in_counts(registration=registration, since=first, step=step)
+        return _series(title, step, first, n, _known(found))
+
     return Stats(
         registration=registration,
         now=now,
-        hours=_series("Last 24 hours", BUCKET_SECONDS, first_hour, HOURS_SHOWN, rows),
-        days=_series("Last 30 days", DAY_SECONDS, first_day, DAYS_SHOWN, rows),
+        hours=series("Last 24 hours", BUCKET_SECONDS, first_hour, HOURS_SHOWN),
+        days=series("Last 30 days", DAY_SECONDS, first_day, DAYS_SHOWN),
     )
+
+
+def _known(rows: list[tuple[str, int, int]]) -> list[tuple[Outcome, int, int]]:
+    """The rows whose outcome this version knows (a newer bridge may count others)."""
+    known = {o.value: o for o in Outcome}
+    return [(known[o], start, n) for o, start, n in rows if o in known]
 
 
 __all__ = [

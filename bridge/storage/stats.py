@@ -2,7 +2,7 @@
 
 This module owns the ``sign_in_counts`` rows and the names of the outcomes
 they count (:class:`Outcome`): one counter per (registration, outcome, hour),
-incremented atomically by one upsert, and read back summed per (outcome, hour).
+incremented atomically by one upsert, and read back summed per outcome and hour\n(or day).
 Nothing personal is stored: no username, iMIS ID or address. Which outcome a
 sign-in had is the caller's decision (:mod:`bridge.stats`); how long counters
 are kept is :data:`STATS_KEEP_SECONDS` (the purge is :mod:`bridge.storage.repo`'s).
@@ -93,19 +93,24 @@ class StatsStore(StoreBase):
         with self._statements() as s:
             s.exec(query)
 
-    def sign_in_counts(self, *, registration: str | None, since: int) -> list[tuple[str, int, int]]:
-        """``(outcome, bucket, count)`` of every hour from ``since`` on, oldest first.
+    def sign_in_counts(
+        self, *, registration: str | None, since: int, step: int = BUCKET_SECONDS
+    ) -> list[tuple[str, int, int]]:
+        """``(outcome, start, count)`` per ``step`` seconds from ``since`` on, oldest first.
 
-        For one registration, or summed over all of them when ``registration`` is None.
+        ``step`` is a multiple of an hour (3600: per hour; 86400: per UTC day), summed
+        in the database. For one registration, or over all of them when it is None.
         """
+        if step <= 0 or step % BUCKET_SECONDS:
+            raise ValueError("step must be a positive multiple of an hour")
+        bucket = col(SignInCountRow.bucket)
+        start = (bucket - bucket % step).label("start")
         total = func.sum(col(SignInCountRow.count))
-        query = select(col(SignInCountRow.outcome), col(SignInCountRow.bucket), total).where(
-            col(SignInCountRow.bucket) >= bucket_of(since)
-        )
+        query = select(col(SignInCountRow.outcome), start, total).where(bucket >= bucket_of(since))
         if registration is not None:
             query = query.where(col(SignInCountRow.registration) == registration)
-        query = query.group_by(col(SignInCountRow.outcome), col(SignInCountRow.bucket)).order_by(
-            col(SignInCountRow.bucket), col(SignInCountRow.outcome)
+        query = query.group_by(col(SignInCountRow.outcome), start).order_by(
+            start, col(SignInCountRow.outcome)
         )
         with self._statements() as s:
             return [(str(o), int(b), int(c)) for o, b, c in s.exec(query)]

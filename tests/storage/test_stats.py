@@ -73,6 +73,15 @@ def test_counts_are_read_back_per_registration_or_summed_over_all(fresh_store: S
         ("success", hour, 3),
     ]
     assert store.sign_in_counts(registration="nobody", since=NOW - DAY) == []
+    # Summed per UTC day in the database.
+    midnight = NOW - NOW % DAY
+    assert store.sign_in_counts(registration="desk", since=NOW - 50 * DAY, step=DAY) == [
+        ("no_email", midnight - 40 * DAY, 1),
+        ("no_email", midnight, 1),
+        ("success", midnight, 1),
+    ]
+    with pytest.raises(ValueError, match="multiple of an hour"):
+        store.sign_in_counts(registration=None, since=NOW, step=600)
 
 
 def test_parallel_increments_lose_no_count(store: Store) -> None:
