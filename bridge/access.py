@@ -79,9 +79,13 @@ async def identity_for(
     raise Forbidden("Your iMIS account cannot be used to sign in to this application.")
 
 
-def imis_unavailable(outcome: Unavailable) -> ServiceUnavailable:
+class IMISUnavailable(ServiceUnavailable):
+    """iMIS could not answer while a sign-in was being finished (not the database)."""
+
+
+def imis_unavailable(outcome: Unavailable) -> IMISUnavailable:
     """The 503 for a sign-in that iMIS could not finish (never "wrong password")."""
-    return ServiceUnavailable(
+    return IMISUnavailable(
         "iMIS is unavailable right now, so we cannot finish signing you in. Please try again soon.",
         retry_after=outcome.retry_after,
         detail=outcome.detail,

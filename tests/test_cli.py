@@ -841,6 +841,7 @@ def test_d8_db_purge_removes_expired_rows_and_prints_what_went(
         "tokens": "0",
         "grants": "0",
         "throttle counters": "1",
+        "sign-in counts": "0",
     }
     again = run("db", "purge", "--config", folder, "--json")
     assert again.code == 0

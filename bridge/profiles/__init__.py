@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from bridge import stats
 from bridge.access import SignedIn, admit, identity_for
 from bridge.errors import BadRequest, Forbidden, NotFound
 from bridge.identity import Identity
@@ -147,12 +148,29 @@ async def answer_for(
     identity: Identity,
     params: Mapping[str, str | None],
 ) -> Response:
-    """Check access once, release the claims, and let ``profile`` answer (or refuse)."""
+    """Check access once, release the claims, and let ``profile`` answer (or refuse).
+
+    The outcome is counted (:func:`bridge.stats.counted`): an answer is a success
+    unless it is an error; a profile that refuses says why with :func:`bridge.stats.note`.
+    """
+    return await stats.counted(
+        request, registration.slug, _answer(request, profile, registration, identity, params)
+    )
+
+
+async def _answer(
+    request: Request,
+    profile: SignInProfile,
+    registration: Registration,
+    identity: Identity,
+    params: Mapping[str, str | None],
+) -> Response:
     known = services(request)
     try:
         identity = await identity_for(known.users, registration, identity)
         person = admit(registration, identity, emails_verified=known.settings.imis.emails_verified)
     except Forbidden as exc:
+        stats.note(request, stats.Outcome.ACCESS_RULE)
         return profile.refused(request, registration, identity, exc.message)
     return await profile.answer(request, registration, person, params)
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import csrf, throttle
+from bridge import csrf, stats, throttle
 from bridge.connectors import (
     AccountDisabled,
     OrganizationAccount,
@@ -230,6 +230,9 @@ async def login_submit(request: Request) -> Response:
             throttle.client_address(request),
             exc.retry_after,
         )
+        await stats.count(
+            request, found[1].slug if found else stats.NO_REGISTRATION, stats.Outcome.THROTTLED
+        )
         return _login_form(
             request,
             found,
@@ -245,6 +248,7 @@ async def login_submit(request: Request) -> Response:
     outcome = await services_of(request).users.authenticate(
         username, password, properties=properties
     )
+    await stats.count_login(request, slug, outcome)
 
     if isinstance(outcome, Identity):
         log.info(

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import cors, csrf, sessions
+from bridge import cors, csrf, sessions, stats
 from bridge.access import check_access, identity_for
 from bridge.claims import SCOPE_CLAIMS, claims_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
@@ -212,7 +212,9 @@ async def authorize(request: Request) -> Response:
         )
         return sessions.send_to_login(pending)
     assert session is not None
-    return await _complete(request, registration, areq, session)
+    return await stats.counted(
+        request, registration.slug, _complete(request, registration, areq, session)
+    )
 
 
 async def authorize_continue(request: Request) -> Response:
@@ -231,7 +233,9 @@ async def authorize_continue(request: Request) -> Response:
     if registration is None or client_options(registration) is None:
         raise NotFound("This application is no longer registered.")
     areq = AuthorizationRequest.from_params(pending.params)
-    response = await _complete(request, registration, areq, session)
+    response = await stats.counted(
+        request, registration.slug, _complete(request, registration, areq, session)
+    )
     await services.sessions.finish_pending(pending)
     return response
 
@@ -242,13 +246,16 @@ async def _complete(
     areq: AuthorizationRequest,
     session: sessions.Session,
 ) -> Response:
-    """The person is signed in: check access, issue a code, send it to the client."""
+    """The person is signed in: check access, issue a code, send it to the client.
+
+    Its caller counts the outcome (:func:`bridge.stats.counted`)."""
     services = services_of(request)
     settings = services.settings
     try:
         identity = await identity_for(services.users, registration, session.identity)
         check_access(registration, identity)
     except Forbidden as err:
+        stats.note(request, stats.Outcome.ACCESS_RULE)
         if areq.prompt == "none":
             return _error_redirect(
                 settings.issuer,

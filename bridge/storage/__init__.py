@@ -1,10 +1,10 @@
 """The bridge's persistent state: tables, the database handle and the repository.
 
 This package owns everything that must survive a request (sessions, pending
-requests, codes, grants, tokens, throttle counters, audit trail, stored
-registrations), on SQLite or PostgreSQL. It exposes :class:`Database` (engine,
+requests, codes, grants, tokens, throttle counters, sign-in statistics, audit
+trail, stored registrations), on SQLite or PostgreSQL. It exposes :class:`Database` (engine,
 transactions, schema) and :class:`Store` (the queries, composed of one class per
-area: registrations, sessions, grants, throttle, audit); it never renders pages,
+area: registrations, sessions, grants, throttle, stats, audit); it never renders pages,
 speaks HTTP or reads settings, and opens no connection at import time.
 """
 

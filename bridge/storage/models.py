@@ -156,3 +156,24 @@ class AuditEventRow(SQLModel, table=True):
     target: str = Field(default="", max_length=200)
     detail_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     ip: str | None = Field(default=None, max_length=64)
+
+
+class SignInCountRow(SQLModel, table=True):
+    """How many sign-ins to one registration ended one way within one hour.
+
+    Counters only: no username, iMIS ID or address is ever stored here.
+    """
+
+    __tablename__ = "sign_in_counts"
+    __table_args__ = (
+        UniqueConstraint("registration", "outcome", "bucket", name="uq_sign_in_counts_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The registration's slug, or "-" for the bridge's own sign-in page.
+    registration: str = Field(max_length=63)
+    #: One of :class:`bridge.storage.stats.Outcome`.
+    outcome: str = Field(max_length=32)
+    #: The start of the hour (Unix seconds, a multiple of 3600).
+    bucket: int = _epoch(index=True)
+    count: int = Field(default=0)

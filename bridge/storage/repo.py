@@ -3,8 +3,9 @@
 :class:`Store` composes the areas, each in its own module: registrations
 (:mod:`~bridge.storage.registrations`), browser sessions and pending sign-in
 requests (:mod:`~bridge.storage.sessions`), codes, grants and tokens
-(:mod:`~bridge.storage.grants`), sign-in throttling (:mod:`~bridge.storage.throttle`)
-and the audit trail (:mod:`~bridge.storage.audit`); what they share (hashed
+(:mod:`~bridge.storage.grants`), sign-in throttling (:mod:`~bridge.storage.throttle`),
+sign-in statistics (:mod:`~bridge.storage.stats`) and the audit trail
+(:mod:`~bridge.storage.audit`); what they share (hashed
 secrets, statement helpers, transactions) is :mod:`~bridge.storage.base`. This
 module owns the housekeeping that spans them all: purging what nobody can use
 any more. Methods are synchronous and short (one to three statements on the hot
@@ -38,10 +39,12 @@ from bridge.storage.models import (
     GrantRow,
     LoginThrottleRow,
     PendingRequestRow,
+    SignInCountRow,
     TokenRow,
 )
 from bridge.storage.registrations import RegistrationStore
 from bridge.storage.sessions import SessionStore
+from bridge.storage.stats import STATS_KEEP_SECONDS, StatsStore
 from bridge.storage.throttle import THROTTLE_KEEP_SECONDS, ThrottleStore
 
 #: Rows one purge statement deletes at most (each batch is its own transaction).
@@ -50,7 +53,7 @@ PURGE_BATCH = 1000
 _PURGE_LOCK_ID = 0x1B41D6F
 
 
-class Store(RegistrationStore, SessionStore, GrantStore, ThrottleStore, AuditStore):
+class Store(RegistrationStore, SessionStore, GrantStore, ThrottleStore, StatsStore, AuditStore):
     """The bridge's stored state, as synchronous methods of one transaction each
     (or of a shared one, in a :meth:`unit_of_work`)."""
 
@@ -102,6 +105,12 @@ class Store(RegistrationStore, SessionStore, GrantStore, ThrottleStore, AuditSto
                 LoginThrottleRow,
                 col(LoginThrottleRow.key_hash),
                 col(LoginThrottleRow.last_failure_at) <= now - THROTTLE_KEEP_SECONDS,
+            ),
+            (
+                "sign-in counts",
+                SignInCountRow,
+                col(SignInCountRow.id),
+                col(SignInCountRow.bucket) <= now - STATS_KEEP_SECONDS,
             ),
         ]
 

@@ -981,7 +981,16 @@ def test_d8_purge_removes_only_what_nobody_can_use(fresh_store: Store) -> None:
     store.audit(actor="manager", action="registration.add", target="a", now=NOW)
 
     nothing = dict.fromkeys(
-        ["sessions", "pending requests", "codes", "tokens", "grants", "throttle counters"], 0
+        [
+            "sessions",
+            "pending requests",
+            "codes",
+            "tokens",
+            "grants",
+            "throttle counters",
+            "sign-in counts",
+        ],
+        0,
     )
     assert store.purge_expired(now=NOW + 100) == {
         **nothing,

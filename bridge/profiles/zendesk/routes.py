@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import csrf
+from bridge import csrf, stats
 from bridge.access import SignedIn, imis_unavailable
 from bridge.connectors import Unavailable
 from bridge.identity import Identity
@@ -182,6 +182,7 @@ async def answer(
             registration.slug,
             identity.imis_id,
         )
+        stats.note(request, stats.Outcome.NO_EMAIL)
         return refused(request, registration, identity, NO_EMAIL, title="No email address")
     if options.refuse_shared_email:
         refusal = await _shared_email_refusal(request, registration, identity)
@@ -234,6 +235,7 @@ async def _shared_email_refusal(
         ",".join(others),
     )
     ui = _settings(request).ui
+    stats.note(request, stats.Outcome.SHARED_EMAIL)
     return refused(
         request,
         registration,
