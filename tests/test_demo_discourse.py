@@ -1,7 +1,8 @@
 """The demo forum, over real HTTP, against the Discourse profile's protocol functions.
 
-No bridge routes exist yet: the test plays the bridge with :func:`verify_request`
-and :func:`build_response`, and the forum checks the answer as Discourse does.
+The test plays the bridge with :func:`verify_request` and :func:`build_response`
+(the bridge's routes are tested in tests/e2e/test_discourse_flow.py), and the
+forum checks the answer as Discourse does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bridge.discourse_demo_forum import (
+from bridge.demo.discourse import (
     NONCE_SECONDS,
     DemoForumSettings,
     ForumError,
