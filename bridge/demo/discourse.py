@@ -2,8 +2,7 @@
 
 Owns the pages under ``/_demo/discourse/{slug}`` (mounted by ``bridge demo``,
 see :func:`mount_demo_discourse`, or served alone by tests): a forum home with a
-Log In link;
-``/session/sso``, which sends the browser to the bridge's connect URL with a
+Log In link; ``/session/sso``, which sends the browser to the bridge's connect URL with a
 signed request as Discourse's ``DiscourseConnect.generate_url`` does (a random
 hex nonce remembered for ten minutes and bound to this browser,
 ``return_sso_url`` back to this forum, the hex HMAC-SHA256 of the strict Base64
