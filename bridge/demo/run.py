@@ -1,9 +1,10 @@
 """``bridge demo``: the whole product on one machine, no network, no configuration.
 
 Writes a configuration folder under ``.bridge-demo/`` (SQLite database,
-generated keys, a demo OIDC client and a demo Zendesk registration with random
-secrets kept in a 0600 file), serves the bridge with the iMIS simulator and the
-demo pages mounted, serves the demo OIDC client on an origin of its own
+generated keys, a demo OIDC client, a demo Zendesk and a demo Discourse
+registration with random secrets kept in a 0600 file), serves the bridge with
+the iMIS simulator and the demo pages mounted (the demo forum through
+:func:`demo_app`), serves the demo OIDC client on an origin of its own
 (``http://localhost:CLIENT_PORT``, as every real app is on another origin than
 the bridge), and prints the URLs and the demo people. It is a real
 configuration run through the same loader as ``bridge serve``.
@@ -18,36 +19,51 @@ import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from bridge.demo.client import create_demo_client
+from bridge.demo.discourse import MOUNT_PATH as DEMO_FORUM_PATH
+from bridge.demo.discourse import mount_demo_discourse
 from bridge.demo.simulator import DEFAULT_PEOPLE_FILE, load_people
 from bridge.logs import configure_logging
 from bridge.settings import Settings, load_settings
 
-#: Builds the bridge for the demo's settings (:func:`bridge.app.create_app`).
-AppFactory = Callable[[Settings], ASGIApp]
+
+class AppFactory(Protocol):
+    """Builds the bridge for the demo's settings (:func:`bridge.app.create_app`)."""
+
+    def __call__(
+        self, settings: Settings, *, extra_routes: list[BaseRoute] | None = ...
+    ) -> ASGIApp: ...
+
 
 DEMO_CLIENT_ID = "demo-client"
 DEMO_CLIENT_SLUG = "demo-client"
 DEMO_ZENDESK_SLUG = "demo-helpdesk"
 DEMO_ZENDESK_SUBDOMAIN = "demo"
+#: The demo forum's registration; the demo forum at /_demo/discourse/{slug} plays its forum.
+DEMO_FORUM_SLUG = "demo-forum"
 
 
 def _secrets(folder: Path) -> dict[str, str]:
+    """The demo's secrets, made once; one a newer demo needs is added to an older file."""
     path = folder / "secrets.json"
-    if path.exists():
-        data: dict[str, str] = json.loads(path.read_text())
-        return data
-    data = {
-        "zendesk_secret": secrets.token_urlsafe(36),
+    data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted: dict[str, Callable[[], str]] = {
+        "zendesk_secret": lambda: secrets.token_urlsafe(36),
+        "discourse_secret": lambda: secrets.token_hex(32),  # as `openssl rand -hex 32`
     }
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
+    missing = {key: make() for key, make in wanted.items() if key not in data}
+    if missing:
+        data.update(missing)
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+        os.replace(f"{path}.new", path)
     return data
 
 
@@ -114,9 +130,23 @@ subdomain = {_toml_str(DEMO_ZENDESK_SUBDOMAIN)}
 shared_secret = {_toml_str(keep["zendesk_secret"])}
 """
     )
-    for path in (client_file, helpdesk):
+    forum = folder / "registrations" / f"{DEMO_FORUM_SLUG}.toml"
+    forum.write_text(
+        f"""name = "Demo Forum"
+profile = "discourse"
+discourse_url = {_toml_str(f"{base}{DEMO_FORUM_PATH}/{DEMO_FORUM_SLUG}")}
+connect_secret = {_toml_str(keep["discourse_secret"])}
+"""
+    )
+    for path in (client_file, helpdesk, forum):
         path.chmod(0o600)
     return folder
+
+
+def demo_app(settings: Settings, create_app: AppFactory) -> ASGIApp:
+    """The demo bridge: ``create_app`` (which mounts the other demo pages for a demo's
+    settings) with the demo forum at ``/_demo/discourse`` besides."""
+    return create_app(settings, extra_routes=[mount_demo_discourse()])
 
 
 def run_demo(
@@ -138,6 +168,8 @@ imis-bridge demo — everything runs locally, nothing leaves this machine.
   Demo OIDC client      {client}/   (an app on another origin)
   Demo Zendesk (Help)   {base}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/hc
   Zendesk remote login  {base}/zendesk/{DEMO_ZENDESK_SLUG}
+  Demo Discourse forum  {base}{DEMO_FORUM_PATH}/{DEMO_FORUM_SLUG}/
+  Discourse connect URL {base}/discourse/{DEMO_FORUM_SLUG}
   OIDC discovery        {base}/.well-known/openid-configuration
   Health                {base}/healthz
 
@@ -149,7 +181,7 @@ Demo people (iMIS simulator):""",
             print(f"  {person.username:<16} {person.password:<18} {person.note or ''}")
     print(f"\nData in {folder.resolve()}. Press Ctrl+C to stop.\n", flush=True)
     options: dict[str, Any] = {"host": "127.0.0.1", "log_level": "warning", "server_header": False}
-    bridge = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, **options))
+    bridge = uvicorn.Server(uvicorn.Config(demo_app(settings, create_app), port=port, **options))
     client_app = create_demo_client(base, client, settings.ui)
     companion = _Companion(uvicorn.Config(client_app, port=client_port, lifespan="off", **options))
     asyncio.run(_serve_together(bridge, companion))

@@ -15,13 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import BadRequest
-from bridge.profiles import discourse
+from bridge.profiles import discourse, parse_claims
 from bridge.profiles.discourse import (
     ConnectRefused,
     DiscourseOptions,
     build_response,
     failed_response,
-    parse_claim_mapping,
     parse_options,
     redirect_url,
     return_url_problem,
@@ -151,7 +150,7 @@ def test_options_check_refuse_shared_email() -> None:
 
 def test_e8_admin_and_moderator_cannot_be_configured() -> None:
     sink: list[Problem] = []
-    mapping = parse_claim_mapping(
+    mapping = parse_claims(
         {
             "admin": "IsAdmin",
             "moderator": "member_type",
@@ -160,6 +159,7 @@ def test_e8_admin_and_moderator_cannot_be_configured() -> None:
             "custom": {"chapter": "Chapter"},
         },
         Problems("forum.toml", sink),
+        allowed=discourse.claim_target,
     )
     assert mapping == {"username": "username", "groups": "member_type", "custom.chapter": "Chapter"}
     assert sorted(p.key for p in sink) == ["claims.admin", "claims.moderator"]

@@ -199,7 +199,7 @@ def answer_of(response: httpx.Response, key: str = KEY) -> dict[str, Any]:
 
 def test_the_plugin_is_discovered_through_its_entry_point(plugin_path: Path) -> None:
     profiles = load_profiles()
-    assert list(profiles) == ["echo", "oidc", "zendesk"]
+    assert list(profiles) == ["discourse", "echo", "oidc", "zendesk"]
     echo = profiles["echo"]
     assert isinstance(echo, SignInProfile)
     assert echo.display_name == "Echo Profile"

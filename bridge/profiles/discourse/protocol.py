@@ -1,7 +1,8 @@
-"""The ``discourse`` profile: a DiscourseConnect registration and the signed payloads it trades.
+"""DiscourseConnect, the protocol: a registration's options and the signed payloads it trades.
 
 Owns the Discourse keys of a registration (forum URL, connect secret, shared-email
-rule, claim mapping), the check of the request Discourse signs
+rule, what a claim mapping may produce) as an options schema (:data:`SCHEMA`),
+the check of the request Discourse signs
 (:func:`verify_request`), the answer it receives (:func:`build_response`,
 :func:`failed_response`) and the redirect that carries it back
 (:func:`redirect_url`). It is protocol logic only: no HTTP objects, storage or
@@ -19,20 +20,19 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from bridge.errors import BadRequest
-from bridge.profiles import parse_claims, require_str
+from bridge.schema import OptionField, OptionsSchema, require_str
 from bridge.settings import Problems, is_local_host, url_problem
 
 log = logging.getLogger("bridge.discourse")
 
 NAME = "discourse"
 DISPLAY_NAME = "Discourse Profile"
-KEYS = frozenset({"discourse_url", "connect_secret", "refuse_shared_email"})
 
 #: Discourse accepts 10 characters; we want 32. Anyone who sees one signed request
 #: (a browser history, a proxy log) can guess the secret offline at GPU speed, and
@@ -116,6 +116,13 @@ class DiscourseOptions:
         """The forum's path prefix: ``""`` at the root of its host."""
         return urlsplit(self.discourse_url).path
 
+    @property
+    def lookup_key(self) -> None:
+        return None  # found by slug only
+
+    def summary(self) -> dict[str, Any]:
+        return {"connect_secret_set": bool(self.connect_secret)}
+
     def to_data(self) -> dict[str, Any]:
         """Settings without the secret (what the database and the admin see)."""
         return {
@@ -170,12 +177,13 @@ def claim_target(target: str) -> str | None:
     )
 
 
-def parse_claim_mapping(value: Any, problems: Problems) -> dict[str, str]:
-    return parse_claims(value, problems, allowed=claim_target)
-
-
-def parse_options(data: Mapping[str, Any], problems: Problems, **_: Any) -> DiscourseOptions:
-    """Validate the Discourse keys of a registration."""
+def parse_options(
+    data: Mapping[str, Any],
+    problems: Problems,
+    hash_secret: Callable[[str], str] | None = None,
+) -> DiscourseOptions:
+    """Validate the Discourse keys of a registration (``hash_secret`` is unused: the
+    connect secret is kept encrypted, since the bridge signs with it)."""
     url = ""
     raw_url = require_str(data, "discourse_url", problems)
     if raw_url:
@@ -493,3 +501,33 @@ def redirect_url(return_sso_url: str, sso: str, sig: str) -> str:
     if return_sso_url.endswith(("?", "&")):
         return f"{return_sso_url}{query}"
     return f"{return_sso_url}&{query}"
+
+
+#: The keys of a ``discourse`` registration, in the order forms show them.
+SCHEMA = OptionsSchema(
+    fields=(
+        OptionField(
+            "discourse_url",
+            "Forum URL",
+            "The forum's address, e.g. https://forum.example.org (https only; a forum in a "
+            "subfolder keeps its path)",
+            required=True,
+        ),
+        OptionField(
+            "connect_secret",
+            "Connect secret",
+            "The forum's discourse connect secret (Admin, Settings, Login), at least "
+            f"{MIN_SECRET_LENGTH} characters; kept encrypted",
+            required=True,
+            kind="secret",
+            secret="encrypt",
+        ),
+        OptionField(
+            "refuse_shared_email",
+            "Refuse shared emails",
+            "Refuse a person whose primary email another iMIS person also has (default true)",
+            kind="bool",
+        ),
+    ),
+    parse=parse_options,
+)

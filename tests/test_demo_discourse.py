@@ -1,15 +1,19 @@
 """The demo forum, over real HTTP, against the Discourse profile's protocol functions.
 
-No bridge routes exist yet: the test plays the bridge with :func:`verify_request`
-and :func:`build_response`, and the forum checks the answer as Discourse does.
+The test plays the bridge with :func:`verify_request` and :func:`build_response`
+(the bridge's routes are tested in tests/e2e/test_discourse_flow.py), and the
+forum checks the answer as Discourse does.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,13 +21,15 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from bridge.discourse_demo_forum import (
+from bridge.app import create_app
+from bridge.demo.discourse import (
     NONCE_SECONDS,
     DemoForumSettings,
     ForumError,
     mount_demo_forum,
     parse_answer,
 )
+from bridge.demo.run import DEMO_FORUM_SLUG, demo_app, write_demo_config
 from bridge.profiles.discourse import (
     ConnectRefused,
     DiscourseOptions,
@@ -34,6 +40,7 @@ from bridge.profiles.discourse import (
     sign,
     verify_request,
 )
+from bridge.settings import load_settings
 from tests.support.servers import free_port, serve
 
 SECRET = "discourse-connect-secret-0123456789abcdef"
@@ -254,3 +261,53 @@ def test_parse_answer_refuses_what_discourse_refuses() -> None:
         parse_answer(sso, sign(sso, "y" * 40), SECRET)
     with pytest.raises(ForumError, match="Bad signature"):
         parse_answer(sso, None, SECRET)
+
+
+# --- in `bridge demo` ------------------------------------------------------------------------
+
+
+def test_the_demo_config_registers_the_demo_forum(tmp_path: Path) -> None:
+    folder = write_demo_config(tmp_path / "demo", 8123)
+    forum = (folder / "registrations" / f"{DEMO_FORUM_SLUG}.toml").read_text()
+    assert 'profile = "discourse"' in forum
+    assert f'discourse_url = "http://127.0.0.1:8123/_demo/discourse/{DEMO_FORUM_SLUG}"' in forum
+    secrets_file = folder / "secrets.json"
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    secret = json.loads(secrets_file.read_text())["discourse_secret"]
+    assert re.fullmatch(r"[0-9a-f]{64}", secret)
+    assert f'connect_secret = "{secret}"' in forum
+    settings = load_settings(folder, env={}, allow_demo=True)  # the real loader accepts it
+    assert settings.demo
+
+
+def test_an_older_demo_folder_gets_a_connect_secret_and_keeps_its_others(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "secrets.json").write_text(json.dumps({"zendesk_secret": "kept-" + "z" * 40}))
+    write_demo_config(folder, 8123)
+    kept = json.loads((folder / "secrets.json").read_text())
+    assert kept["zendesk_secret"] == "kept-" + "z" * 40
+    assert re.fullmatch(r"[0-9a-f]{64}", kept["discourse_secret"])
+    assert stat.S_IMODE((folder / "secrets.json").stat().st_mode) == 0o600
+    write_demo_config(folder, 8123)  # and keeps it from then on
+    assert json.loads((folder / "secrets.json").read_text()) == kept
+
+
+def test_the_demo_app_serves_the_forum_of_its_discourse_registration(tmp_path: Path) -> None:
+    """``bridge demo``'s app: forum ``demo-forum`` plays the registration's forum, with its
+    connect URL and current secret; no other slug is a forum."""
+    port = free_port()
+    settings = load_settings(write_demo_config(tmp_path / "demo", port), env={}, allow_demo=True)
+    app = demo_app(settings, create_app)
+    with serve(app, port=port) as url, httpx.Client(base_url=url, timeout=30) as browser:
+        start = browser.get(f"/_demo/discourse/{DEMO_FORUM_SLUG}/session/sso")
+        assert start.status_code == 302
+        connect = start.headers["location"]
+        assert connect.startswith(f"{url}/discourse/{DEMO_FORUM_SLUG}?sso=")
+        to_login = browser.get(connect)  # the bridge verified the forum's signature
+        assert to_login.status_code == 303
+        assert to_login.headers["location"].startswith("/login?request=")
+        for slug in ("demo-helpdesk", "demo-client", "nope"):
+            missing = browser.get(f"/_demo/discourse/{slug}/")
+            assert missing.status_code == 404
+            assert "No such forum" in missing.text

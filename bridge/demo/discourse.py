@@ -1,8 +1,8 @@
 """A demo Discourse forum: it asks the bridge for a sign-in exactly as Discourse does.
 
-Owns the pages under ``/_demo/discourse/{slug}`` (to be mounted only in a demo
-bridge, or served alone by tests): a forum home with a Log In link;
-``/session/sso``, which sends the browser to the bridge's connect URL with a
+Owns the pages under ``/_demo/discourse/{slug}`` (mounted by ``bridge demo``,
+see :func:`mount_demo_discourse`, or served alone by tests): a forum home with a
+Log In link; ``/session/sso``, which sends the browser to the bridge's connect URL with a
 signed request as Discourse's ``DiscourseConnect.generate_url`` does (a random
 hex nonce remembered for ten minutes and bound to this browser,
 ``return_sso_url`` back to this forum, the hex HMAC-SHA256 of the strict Base64
@@ -15,8 +15,10 @@ Discourse's ``logout_redirect``. It deliberately re-implements the protocol
 from Discourse's side instead of calling :mod:`bridge.profiles.discourse`, so
 it checks that code rather than agreeing with it. One check is the demo's own:
 it refuses an answer carrying ``admin`` or ``moderator`` (SECURITY.md E8),
-which real Discourse would apply. Its state lives in process memory: it must
-never be mounted in production and holds no real accounts.
+which real Discourse would apply. Mounted in a demo bridge, forum ``{slug}``
+plays the forum of the bridge's ``discourse`` registration ``{slug}``, whose
+connect secret it reads from the registry at every request. Its state lives in
+process memory: it must never be mounted in production and holds no real accounts.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from bridge.services import Services, services
 from bridge.templating import render
 
 MOUNT_PATH = "/_demo/discourse"
@@ -52,7 +56,7 @@ MAX_REMEMBERED = 10_000
 #: DiscourseConnect::BANNED_EXTERNAL_IDS.
 BANNED_EXTERNAL_IDS = frozenset({"none", "nil", "blank", "null"})
 _NOT_BASE64 = re.compile(r"[^a-zA-Z0-9=\r\n/+]")
-_STATIC = Path(__file__).parent / "static"
+_STATIC = Path(__file__).parent.parent / "static"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,8 @@ class DemoForumSettings:
     logout_redirect: str | None = None
 
 
-#: slug -> the forum's settings, or None when there is no such forum. Called per request.
+#: slug -> the forum's settings, or None when there is no such forum. Called per
+#: request, in a worker thread (a bridge's registry may ask its database).
 ForumLookup = Callable[[str], DemoForumSettings | None]
 ForumHandler = Callable[[Request, str, DemoForumSettings], Awaitable[Response]]
 
@@ -149,21 +154,28 @@ def parse_answer(sso: str | None, sig: str | None, secret: str) -> dict[str, str
     return dict(parse_qsl(decoded, keep_blank_values=True))
 
 
-def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.time) -> Starlette:
+def create_demo_forum(
+    lookup: ForumLookup | None = None, *, clock: Callable[[], float] = time.time
+) -> Starlette:
     """The demo forum. ``lookup`` gives a slug's settings at request time (a new secret is
-    seen at once); ``clock`` is the time, in seconds, that nonces expire by."""
+    seen at once); without it (mounted in a demo bridge) the bridge's registry answers,
+    found in the request's lifespan state. ``clock`` is the time, in seconds, that nonces
+    expire by."""
     state = _State()
+
+    def lookup_for(request: Request) -> ForumLookup:
+        return lookup if lookup is not None else bridge_lookup(services(request))
 
     def forum_page(handler: ForumHandler) -> Callable[[Request], Awaitable[Response]]:
         """``handler`` for a known forum slug; a 404 page for any other."""
 
         async def endpoint(request: Request) -> Response:
             slug = request.path_params["slug"]
-            settings = lookup(slug)
+            settings = await anyio.to_thread.run_sync(lookup_for(request), slug)
             if settings is None:
                 return _page(
                     request,
-                    "demo_discourse_message.html",
+                    "demo/discourse_message.html",
                     slug,
                     title="No such forum",
                     message=f"No Discourse registration of the bridge has the slug {slug!r}.",
@@ -177,7 +189,7 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
         signed_in = _signed_in(request, state, slug)
         return _page(
             request,
-            "demo_discourse_home.html",
+            "demo/discourse_home.html",
             slug,
             title="Member Forum",
             signed_in=signed_in,
@@ -223,7 +235,7 @@ def create_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.
         except ForumError as exc:
             return _page(
                 request,
-                "demo_discourse_message.html",
+                "demo/discourse_message.html",
                 slug,
                 title="Sign-in refused by the forum",
                 message=exc.message,
@@ -354,5 +366,36 @@ def _page(
 
 
 def mount_demo_forum(lookup: ForumLookup, *, clock: Callable[[], float] = time.time) -> Mount:
-    """The demo forum at :data:`MOUNT_PATH`."""
+    """The demo forum at :data:`MOUNT_PATH`, its forums given by ``lookup``."""
     return Mount(MOUNT_PATH, app=create_demo_forum(lookup, clock=clock))
+
+
+# --- wiring into the bridge ---------------------------------------------------------
+
+
+def bridge_lookup(found: Services) -> ForumLookup:
+    """Forum ``slug`` as the forum admin of the bridge's registration ``slug`` set it up.
+
+    The demo plays Discourse, so it reads a Discourse registration's options by name
+    (as a forum admin copies them into Discourse's settings), not through the
+    bridge's profile: the connect URL and ``logout_redirect`` the registration
+    publishes, and its current connect secret (a new one is used at once).
+    """
+
+    def lookup(slug: str) -> DemoForumSettings | None:
+        registration = found.registry.get(slug)
+        if registration is None or registration.profile != "discourse":
+            return None
+        connect_url = f"{found.settings.issuer}/discourse/{registration.slug}"
+        return DemoForumSettings(
+            connect_url=connect_url,
+            secret=str(getattr(registration.options, "connect_secret", "")),
+            logout_redirect=f"{connect_url}/logout",
+        )
+
+    return lookup
+
+
+def mount_demo_discourse() -> Mount:
+    """The demo forum at :data:`MOUNT_PATH` of a demo bridge (its registry via lifespan state)."""
+    return Mount(MOUNT_PATH, app=create_demo_forum())
