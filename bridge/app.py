@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
 from bridge.connectors import UserStore
+from bridge.demo.mounts import demo_routes
 from bridge.housekeeping import purge_periodically
 from bridge.keys import KeyStore, hash_secret
 from bridge.manage import Registrations
@@ -131,15 +132,8 @@ def create_app(
     profiles = load_profiles()
     routes: list[BaseRoute] = [*all_routes(), *profile_routes(profiles), *(extra_routes or [])]
     if settings.demo:
-        # (The demo OIDC client is not mounted here: `bridge demo` serves it on
-        # an origin of its own, as every real app is.)
-        from bridge.demo.zendesk import mount_demo_zendesk
-
-        routes.append(mount_demo_zendesk())
-    if settings.demo and settings.imis.uses_simulator and imis_base_url is None and users is None:
-        from bridge.demo.simulator import create_simulator
-
-        routes.append(Mount("/_demo/imis", app=create_simulator()))
+        simulated = settings.imis.uses_simulator and imis_base_url is None and users is None
+        routes.extend(demo_routes(with_simulator=simulated))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:

@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import uvicorn
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from bridge.demo.client import create_demo_client
 from bridge.demo.discourse import MOUNT_PATH as DEMO_FORUM_PATH
-from bridge.demo.discourse import mount_demo_discourse
 from bridge.demo.simulator import DEFAULT_PEOPLE_FILE, load_people
 from bridge.logs import configure_logging
 from bridge.settings import Settings, load_settings
@@ -36,9 +34,7 @@ from bridge.settings import Settings, load_settings
 class AppFactory(Protocol):
     """Builds the bridge for the demo's settings (:func:`bridge.app.create_app`)."""
 
-    def __call__(
-        self, settings: Settings, *, extra_routes: list[BaseRoute] | None = ...
-    ) -> ASGIApp: ...
+    def __call__(self, settings: Settings) -> ASGIApp: ...
 
 
 DEMO_CLIENT_ID = "demo-client"
@@ -144,9 +140,9 @@ connect_secret = {_toml_str(keep["discourse_secret"])}
 
 
 def demo_app(settings: Settings, create_app: AppFactory) -> ASGIApp:
-    """The demo bridge: ``create_app`` (which mounts the other demo pages for a demo's
-    settings) with the demo forum at ``/_demo/discourse`` besides."""
-    return create_app(settings, extra_routes=[mount_demo_discourse()])
+    """The demo bridge: ``create_app`` mounts the demo pages (:mod:`bridge.demo.mounts`)
+    for a demo's settings."""
+    return create_app(settings)
 
 
 def run_demo(
