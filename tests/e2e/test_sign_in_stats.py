@@ -10,12 +10,15 @@ organization and throttled (D3).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -62,6 +65,13 @@ shared_secret = "stats-desk-shared-secret-0123456789"
 member_types = ["STAFF"]
 message = "Only association staff can use the Stats Staff Desk."
 """
+FORUM_SECRET = "stats-forum-connect-secret-0123456789abcdef"
+FORUM = f"""
+name = "Stats Forum"
+profile = "discourse"
+discourse_url = "https://forum.example.org"
+connect_secret = "{FORUM_SECRET}"
+"""
 
 
 #: Long enough that the attempt after the free failures is always refused (429).
@@ -81,6 +91,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, database_factory: Any) -> I
         "stats-staff-portal": STAFF_PORTAL,
         "stats-desk": DESK,
         "stats-staff-desk": STAFF_DESK,
+        "stats-forum": FORUM,
     }
     with running_bridge(
         tmp, database_factory.migrated_url(), registrations=registrations, extra=THROTTLE
@@ -88,7 +99,22 @@ def bridge(tmp_path_factory: pytest.TempPathFactory, database_factory: Any) -> I
         yield harness
 
 
-SLUGS = ("stats-portal", "stats-staff-portal", "stats-desk", "stats-staff-desk", NO_REGISTRATION)
+SLUGS = (
+    "stats-portal",
+    "stats-staff-portal",
+    "stats-desk",
+    "stats-staff-desk",
+    "stats-forum",
+    NO_REGISTRATION,
+)
+
+
+def forum_start() -> str:
+    """The connect URL with a request signed as Discourse signs it."""
+    payload = {"nonce": "n0nce", "return_sso_url": "https://forum.example.org/session/sso_login"}
+    sso = base64.b64encode(urlencode(payload).encode()).decode()
+    sig = hmac.new(FORUM_SECRET.encode(), sso.encode(), hashlib.sha256).hexdigest()
+    return "/discourse/stats-forum?" + urlencode({"sso": sso, "sig": sig})
 
 
 def counters(bridge: Harness) -> Counter[tuple[str, Outcome]]:
@@ -222,6 +248,28 @@ def test_no_primary_email_is_counted_as_no_email(bridge: Harness) -> None:
             assert "no primary email" in response.text
 
     assert counted(bridge, run) == {("stats-desk", Outcome.NO_EMAIL): 1}
+
+
+def test_no_primary_email_at_the_forum_is_counted_as_no_email(bridge: Harness) -> None:
+    def run() -> None:
+        with bridge.client() as browser:
+            response = sign_in(browser, forum_start(), "noemail")
+            assert response.status_code == 403
+            assert "no primary email" in response.text
+
+    assert counted(bridge, run) == {("stats-forum", Outcome.NO_EMAIL): 1}
+
+
+def test_e4_a_shared_primary_email_at_the_forum_is_counted_as_shared_email(
+    bridge: Harness,
+) -> None:
+    def run() -> None:
+        with bridge.client() as browser:
+            response = sign_in(browser, forum_start(), "sam")
+            assert response.status_code == 403
+            assert "also the email address of another" in response.text
+
+    assert counted(bridge, run) == {("stats-forum", Outcome.SHARED_EMAIL): 1}
 
 
 def test_e4_a_shared_primary_email_is_counted_as_shared_email(bridge: Harness) -> None:

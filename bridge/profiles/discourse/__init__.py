@@ -43,6 +43,7 @@ from bridge.profiles.discourse.protocol import (
     sign,
     verify_request,
 )
+from bridge.profiles.refusals import refused
 from bridge.registry import Registration
 from bridge.schema import OptionsSchema
 
@@ -86,7 +87,7 @@ class DiscourseProfile:
     def refused(
         self, request: Request, registration: Registration, identity: Identity, message: str
     ) -> Response:
-        return http.refused(request, registration, identity, message)
+        return refused(request, registration, identity, message)
 
     async def answer(
         self,

@@ -22,10 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import csrf
-from bridge.access import SignedIn, imis_unavailable
-from bridge.connectors import Unavailable
-from bridge.identity import Identity
+from bridge.access import SignedIn
 from bridge.profiles import NO_STORE, Profile, registration_of
 from bridge.profiles.discourse.protocol import (
     ConnectRefused,
@@ -35,6 +32,7 @@ from bridge.profiles.discourse.protocol import (
     redirect_url,
     verify_request,
 )
+from bridge.profiles.refusals import email_refusal, refused
 from bridge.registry import Registration
 from bridge.services import services as services_of
 from bridge.templating import render
@@ -48,11 +46,6 @@ NOT_FOUND = (
 EXPIRED = (
     "For your security, a sign-in is only valid for a limited time. Go back to the forum "
     "and log in again from there."
-)
-NO_EMAIL = (
-    "Your iMIS account has no primary email address, and the forum needs one to know who "
-    "you are. Please ask the association to add a primary email to your iMIS profile, "
-    "then try again."
 )
 UNUSABLE_ID = (
     "Your iMIS account cannot be used to sign in to the forum. Please let the association know."
@@ -119,17 +112,16 @@ async def answer(
     """
     options = options_of(registration)
     identity = person.identity
-    if not person.claims.get("email"):
-        log.info(
-            "discourse sign-in refused: registration=%s imis_id=%s has no primary email",
-            registration.slug,
-            identity.imis_id,
-        )
-        return refused(request, registration, identity, NO_EMAIL, title="No email address")
-    if options.refuse_shared_email:
-        refusal = await _shared_email_refusal(request, registration, identity)
-        if refusal is not None:
-            return refusal
+    refusal = await email_refusal(
+        request,
+        registration,
+        identity,
+        profile="discourse",
+        app="the forum",
+        refuse_shared=options.refuse_shared_email,
+    )
+    if refusal is not None:
+        return refusal
     emails_verified = services_of(request).settings.imis.emails_verified
     try:
         sso, sig = build_response(
@@ -145,68 +137,6 @@ async def answer(
         return refused(request, registration, identity, UNUSABLE_ID)
     log.info("discourse sign-in: registration=%s imis_id=%s", registration.slug, identity.imis_id)
     return _to_forum(params, sso, sig)
-
-
-async def _shared_email_refusal(
-    request: Request, registration: Registration, identity: Identity
-) -> Response | None:
-    """Refuse a primary email that another iMIS person can sign in with (as SECURITY E4
-    for Zendesk: Discourse links an existing forum account by email)."""
-    found = services_of(request)
-    others = await found.users.others_sharing_email(identity)
-    if isinstance(others, Unavailable):
-        raise imis_unavailable(others)
-    if not others:
-        return None
-    log.warning(
-        "discourse sign-in refused: registration=%s imis_id=%s shares primary email with "
-        "imis_id=%s; give each person their own email in iMIS "
-        "(or set refuse_shared_email = false)",
-        registration.slug,
-        identity.imis_id,
-        ",".join(others),
-    )
-    return refused(
-        request,
-        registration,
-        identity,
-        f"Your email address {identity.email} is also the email address of another "
-        f"person's iMIS account. {registration.name} identifies people by email, so it "
-        "could mix up your account with theirs. Please ask "
-        f"{found.settings.ui.organization_name} to give each of you your own email "
-        "address in iMIS.",
-        title="Your email address is shared",
-    )
-
-
-def refused(
-    request: Request,
-    registration: Registration,
-    identity: Identity,
-    message: str,
-    *,
-    title: str | None = None,
-) -> Response:
-    """The refusal page (403), with a button to sign out and use another account.
-
-    The page is the one Zendesk's refusals use: it names nothing of Zendesk.
-    """
-    token = csrf.token(request)
-    response = render(
-        request,
-        "zendesk_refused.html",
-        {
-            "title": title or f"You cannot use {registration.name}",
-            "message": message,
-            "registration": registration,
-            "identity": identity,
-            "csrf_token": token,
-        },
-        status_code=403,
-        headers=NO_STORE,
-    )
-    csrf.set_cookie(request, response, token)
-    return response
 
 
 # --- logout ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from bridge.access import SignedIn
 from bridge.identity import Identity
 from bridge.profiles import CONTINUE, Endpoint, continue_path, sign_in_path, sign_in_routes
+from bridge.profiles.refusals import refused
 from bridge.profiles.zendesk import routes as http
 from bridge.profiles.zendesk.protocol import (
     FORBIDDEN_CLAIMS,
@@ -81,7 +82,7 @@ class ZendeskProfile:
     def refused(
         self, request: Request, registration: Registration, identity: Identity, message: str
     ) -> Response:
-        return http.refused(request, registration, identity, message)
+        return refused(request, registration, identity, message)
 
     async def answer(
         self,

@@ -24,11 +24,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge import csrf, stats
-from bridge.access import SignedIn, imis_unavailable
-from bridge.connectors import Unavailable
+from bridge.access import SignedIn
 from bridge.identity import Identity
 from bridge.profiles import NO_STORE, Profile, registration_of
+from bridge.profiles.refusals import email_refusal
 from bridge.profiles.zendesk.protocol import (
     MAX_RETURN_TO,
     ZendeskOptions,
@@ -58,11 +57,6 @@ NOT_FOUND = (
 EXPIRED = (
     "For your security, a sign-in is only valid for a limited time. Go back to the help "
     "center and start again from there."
-)
-NO_EMAIL = (
-    "Your iMIS account has no primary email address, and the help center needs one to "
-    "know who you are. Please ask the association to add a primary email to your iMIS "
-    "profile, then try again."
 )
 
 
@@ -176,18 +170,16 @@ async def answer(
     """
     options = options_of(registration)
     identity = person.identity
-    if not person.claims.get("email"):
-        log.info(
-            "zendesk sign-in refused: registration=%s imis_id=%s has no primary email",
-            registration.slug,
-            identity.imis_id,
-        )
-        stats.note(request, stats.Outcome.NO_EMAIL)
-        return refused(request, registration, identity, NO_EMAIL, title="No email address")
-    if options.refuse_shared_email:
-        refusal = await _shared_email_refusal(request, registration, identity)
-        if refusal is not None:
-            return refusal
+    refusal = await email_refusal(
+        request,
+        registration,
+        identity,
+        profile="zendesk",
+        app="the help center",
+        refuse_shared=options.refuse_shared_email,
+    )
+    if refusal is not None:
+        return refusal
 
     token = encode_jwt(
         person.claims,
@@ -215,63 +207,6 @@ async def answer(
         },
         headers={**NO_STORE, "content-security-policy": _post_csp(options, origin)},
     )
-
-
-async def _shared_email_refusal(
-    request: Request, registration: Registration, identity: Identity
-) -> Response | None:
-    """Refuse a primary email that another iMIS person can sign in with (SECURITY E4)."""
-    others = await services_of(request).users.others_sharing_email(identity)
-    if isinstance(others, Unavailable):
-        raise imis_unavailable(others)
-    if not others:
-        return None
-    log.warning(
-        "zendesk sign-in refused: registration=%s imis_id=%s shares primary email with "
-        "imis_id=%s; give each person their own email in iMIS "
-        "(or set refuse_shared_email = false)",
-        registration.slug,
-        identity.imis_id,
-        ",".join(others),
-    )
-    ui = _settings(request).ui
-    stats.note(request, stats.Outcome.SHARED_EMAIL)
-    return refused(
-        request,
-        registration,
-        identity,
-        f"Your email address {identity.email} is also the email address of another "
-        f"person's iMIS account. {registration.name} identifies people by email, so it "
-        "could mix up your account with theirs. Please ask "
-        f"{ui.organization_name} to give each of you your own email address in iMIS.",
-        title="Your email address is shared",
-    )
-
-
-def refused(
-    request: Request,
-    registration: Registration,
-    identity: Identity,
-    message: str,
-    *,
-    title: str | None = None,
-) -> Response:
-    token = csrf.token(request)
-    response = render(
-        request,
-        "zendesk_refused.html",
-        {
-            "title": title or f"You cannot use {registration.name}",
-            "message": message,
-            "registration": registration,
-            "identity": identity,
-            "csrf_token": token,
-        },
-        status_code=403,
-        headers=NO_STORE,
-    )
-    csrf.set_cookie(request, response, token)
-    return response
 
 
 def _zendesk_error(request: Request, registration: Registration, message: str) -> Response:
