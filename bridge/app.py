@@ -3,7 +3,7 @@
 This module only assembles: it finds the installed profiles (entry points),
 opens the database and the key store and builds the typed
 :class:`~bridge.services.Services` when the app starts (lifespan), chooses the
-user store, mounts the core routes and each profile's under ``/{profile}``,
+user store, mounts the core routes, the admin JSON API and each profile's under ``/{profile}``,
 the cross-cutting middleware (security headers, body limits, error pages), and
 runs the scheduled purge (:mod:`bridge.housekeeping`) while the app lives. It
 holds no protocol logic and nothing happens at import time.
@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
+from bridge.admin import api as admin_api
 from bridge.connectors import UserStore
 from bridge.demo.mounts import demo_routes
 from bridge.housekeeping import purge_periodically
@@ -130,7 +131,13 @@ def create_app(
     ``settings.demo``, which only ``bridge demo`` can set (``bridge serve`` refuses it).
     """
     profiles = load_profiles()
-    routes: list[BaseRoute] = [*all_routes(), *profile_routes(profiles), *(extra_routes or [])]
+    routes: list[BaseRoute] = [
+        # The admin JSON API first: its mount is more specific than the admin pages'.
+        *admin_api.routes(),
+        *all_routes(),
+        *profile_routes(profiles),
+        *(extra_routes or []),
+    ]
     if settings.demo:
         simulated = settings.imis.uses_simulator and imis_base_url is None and users is None
         routes.extend(demo_routes(with_simulator=simulated))
@@ -162,7 +169,7 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware)],
+        middleware=[Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,))],
         exception_handlers=error_handlers(),
         lifespan=lifespan,
     )

@@ -1,5 +1,5 @@
 """The ``bridge`` command line: serve, demo, config checks, registrations, keys, database,
-audit trail.
+audit trail, admin API tokens.
 
 Each sub-command parses its arguments, calls one function of the package and
 prints a short human answer (or JSON with ``--json``). Exit status is 0 on
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -524,6 +525,106 @@ def _registrations(args: argparse.Namespace, services: Services) -> int:
     return EXIT_OK
 
 
+# --- admin API tokens ------------------------------------------------------------
+
+#: An admin token's name: a word an operator can type (not only digits: those are ids).
+_TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _time(epoch: int | None) -> str:
+    return (
+        "-" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+
+def cmd_admin_token(args: argparse.Namespace) -> int:
+    """``bridge admin token create|list|revoke``: tokens of the admin JSON API (SECURITY F4).
+
+    Only a token's hash is stored; ``create`` prints the token once, alone on its
+    last line. Creating and revoking are audited (actor ``cli:$USER``).
+    """
+    import time
+
+    from bridge.storage.db import Database
+    from bridge.storage.repo import Store
+
+    settings = _settings(args, uses=("database_url",))
+    db = Database(settings.database_url)
+    try:
+        db.ensure_schema()  # SQLite upgrades itself, as at start; PostgreSQL must be current
+        store = Store(db)
+        actor = f"cli:{os.environ.get('USER', 'unknown')}"
+        now = int(time.time())
+        if args.action == "create":
+            name = args.name.strip()
+            if not _TOKEN_NAME.match(name) or name.isdigit():
+                return _fail(
+                    f"--name {_printable(name)!r}: letters, digits, '.', '_' and '-' "
+                    "(at most 64, starting with a letter or digit, not only digits)"
+                )
+            raw, row = store.create_admin_token(name, created_by=actor, now=now)
+            store.audit(
+                actor=actor,
+                action="admin-token.create",
+                target=name,
+                detail={"id": row.id},
+                now=now,
+            )
+            print(f"admin API token {row.id} ({name}) created; it is shown once, store it now:")
+            print(raw)
+            return EXIT_OK
+        if args.action == "revoke":
+            revoked = store.revoke_admin_token(args.token, now=now)
+            if revoked is None:
+                return _fail(f"no admin token {_printable(args.token)!r} that is not revoked")
+            store.audit(
+                actor=actor,
+                action="admin-token.revoke",
+                target=revoked.name,
+                detail={"id": revoked.id},
+                now=now,
+            )
+            print(f"revoked admin API token {revoked.id} ({revoked.name})")
+            return EXIT_OK
+        tokens = store.list_admin_tokens()
+    finally:
+        db.dispose()
+    rows = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "created_at": t.created_at,
+            "created_by": t.created_by,
+            "last_used_at": t.last_used_at,
+            "revoked_at": t.revoked_at,
+        }
+        for t in tokens
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not rows:
+        print("no admin API tokens (create one with `bridge admin token create --name NAME`)")
+        return EXIT_OK
+    table = [("ID", "NAME", "CREATED (UTC)", "BY", "LAST USED (UTC)", "REVOKED (UTC)")]
+    for t in tokens:
+        table.append(
+            (
+                str(t.id),
+                t.name,
+                _time(t.created_at),
+                t.created_by,
+                _time(t.last_used_at),
+                _time(t.revoked_at),
+            )
+        )
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    for line in table:
+        text = "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+        print(_printable(text.rstrip()))
+    return EXIT_OK
+
+
 # --- keys -----------------------------------------------------------------------
 
 
@@ -702,6 +803,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, default=100, metavar="N", help="at most N events (default 100)"
     )
     p.set_defaults(handler=cmd_audit_list)
+
+    admin = sub.add_parser("admin", help="the admin JSON API").add_subparsers(
+        dest="area", required=True
+    )
+    tokens = admin.add_parser(
+        "token", help="admin API tokens (only their hashes are stored)"
+    ).add_subparsers(dest="action", required=True)
+    token_help = "create a token; prints it once, alone on the last line"
+    p = tokens.add_parser("create", help=token_help, description=token_help)
+    _with_config(p)
+    p.add_argument("--name", required=True, help="what the token is for (e.g. ci, terraform)")
+    p.set_defaults(handler=cmd_admin_token)
+    token_help = "list the tokens (never the tokens themselves)"
+    p = tokens.add_parser("list", help=token_help, description=token_help)
+    _with_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_admin_token)
+    token_help = "revoke a token at once"
+    p = tokens.add_parser("revoke", help=token_help, description=token_help)
+    _with_config(p)
+    p.add_argument("token", metavar="ID_OR_NAME", help="the token's id or name (see list)")
+    p.set_defaults(handler=cmd_admin_token)
 
     imis = sub.add_parser("imis", help="iMIS connection").add_subparsers(
         dest="action", required=True

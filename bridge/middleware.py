@@ -86,10 +86,24 @@ DEFAULT_CSP = page_csp().encode()
 
 
 class SecurityHeadersMiddleware:
-    """Adds security headers, refuses oversized bodies and headers with 413/431."""
+    """Adds security headers, refuses oversized bodies and headers with 413/431.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Under ``json_paths`` (an API's prefixes) those refusals are JSON
+    ``{"error", "message"}``, as the API answers every other one.
+    """
+
+    def __init__(self, app: ASGIApp, json_paths: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.json_paths = json_paths
+
+    def _refusal(self, scope: Scope, status: int, code: str, text: str) -> Response:
+        if str(scope.get("path", "")).startswith(self.json_paths):
+            return JSONResponse(
+                {"error": code, "message": text},
+                status_code=status,
+                headers={"cache-control": "no-store"},
+            )
+        return _plain(status, text)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,11 +111,13 @@ class SecurityHeadersMiddleware:
             return
         header_bytes = sum(len(k) + len(v) for k, v in scope["headers"])
         if header_bytes > MAX_HEADER_BYTES:
-            await _plain(431, "Request headers too large")(scope, receive, send)
+            refusal = self._refusal(scope, 431, "headers_too_large", "Request headers too large")
+            await refusal(scope, receive, send)
             return
         for key, value in scope["headers"]:
             if key == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-                await _plain(413, "Request body too large")(scope, receive, send)
+                refusal = self._refusal(scope, 413, "payload_too_large", "Request body too large")
+                await refusal(scope, receive, send)
                 return
         received = 0
 

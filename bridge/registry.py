@@ -44,6 +44,7 @@ from bridge.settings import (
     find_unresolved,
     is_valid_slug,
 )
+from bridge.storage.base import Conflict
 from bridge.storage.models import RegistrationRow
 
 #: The profiles a registry can read, by name (a :class:`~bridge.profiles.ProfileCatalog`).
@@ -515,10 +516,10 @@ class Registry:
             return
         if reg.client_id in self._file_clients:
             clash = self._file_clients[reg.client_id]
-            raise BadRequest(f"client_id {reg.client_id!r} is already used by {clash.file}")
+            raise Conflict(f"client_id {reg.client_id!r} is already used by {clash.file}")
         other = self._store.get_registration_by_client_id(reg.client_id)
         if other is not None and other.slug != reg.slug:
-            raise BadRequest(f"client_id {reg.client_id!r} is already used by {other.slug!r}")
+            raise Conflict(f"client_id {reg.client_id!r} is already used by {other.slug!r}")
 
     def _to_row(
         self,

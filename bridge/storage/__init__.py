@@ -2,10 +2,11 @@
 
 This package owns everything that must survive a request (sessions, pending
 requests, codes, grants, tokens, throttle counters, sign-in statistics, audit
-trail, stored registrations), on SQLite or PostgreSQL. It exposes :class:`Database` (engine,
-transactions, schema) and :class:`Store` (the queries, composed of one class per
-area: registrations, sessions, grants, throttle, stats, audit); it never renders pages,
-speaks HTTP or reads settings, and opens no connection at import time.
+trail, stored registrations, admin API tokens), on SQLite or PostgreSQL. It
+exposes :class:`Database` (engine, transactions, schema) and :class:`Store` (the
+queries, composed of one class per area: registrations, sessions, grants,
+throttle, stats, audit, admin API tokens); it never renders pages, speaks HTTP
+or reads settings, and opens no connection at import time.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ seconds (UTC). This module declares tables only: queries live in
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -177,3 +177,30 @@ class SignInCountRow(SQLModel, table=True):
     #: The start of the hour (Unix seconds, a multiple of 3600).
     bucket: int = _epoch(index=True)
     count: int = Field(default=0)
+
+
+class AdminTokenRow(SQLModel, table=True):
+    """A token for the admin JSON API (``bridge admin token create``), stored as its SHA-256.
+
+    A revoked token keeps its row (who made it, when it was last used); a name is
+    unique among the tokens not revoked.
+    """
+
+    __tablename__ = "admin_tokens"
+    __table_args__ = (
+        Index(
+            "uq_admin_tokens_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: int = _epoch()
+    created_by: str = Field(max_length=200)
+    last_used_at: int | None = _epoch_opt()
+    revoked_at: int | None = _epoch_opt()

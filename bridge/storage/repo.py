@@ -4,8 +4,9 @@
 (:mod:`~bridge.storage.registrations`), browser sessions and pending sign-in
 requests (:mod:`~bridge.storage.sessions`), codes, grants and tokens
 (:mod:`~bridge.storage.grants`), sign-in throttling (:mod:`~bridge.storage.throttle`),
-sign-in statistics (:mod:`~bridge.storage.stats`) and the audit trail
-(:mod:`~bridge.storage.audit`); what they share (hashed
+sign-in statistics (:mod:`~bridge.storage.stats`), the audit trail
+(:mod:`~bridge.storage.audit`) and admin API tokens
+(:mod:`~bridge.storage.admin_tokens`); what they share (hashed
 secrets, statement helpers, transactions) is :mod:`~bridge.storage.base`. This
 module owns the housekeeping that spans them all: purging what nobody can use
 any more. Methods are synchronous and short (one to three statements on the hot
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import delete, or_, text
 from sqlmodel import SQLModel, col, select
 
+from bridge.storage.admin_tokens import AdminTokenStore
 from bridge.storage.audit import AuditStore
 from bridge.storage.base import Conflict, hash_token, new_secret
 from bridge.storage.db import translate_unavailable
@@ -53,7 +55,15 @@ PURGE_BATCH = 1000
 _PURGE_LOCK_ID = 0x1B41D6F
 
 
-class Store(RegistrationStore, SessionStore, GrantStore, ThrottleStore, StatsStore, AuditStore):
+class Store(
+    RegistrationStore,
+    SessionStore,
+    GrantStore,
+    ThrottleStore,
+    StatsStore,
+    AuditStore,
+    AdminTokenStore,
+):
     """The bridge's stored state, as synchronous methods of one transaction each
     (or of a shared one, in a :meth:`unit_of_work`)."""
 
