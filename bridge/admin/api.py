@@ -54,6 +54,7 @@ from bridge.manage import Changed, ChangeRefused
 from bridge.registry import Registration
 from bridge.services import Services, services
 from bridge.settings import Problem, is_valid_slug
+from bridge.stats import NO_REGISTRATION, sign_in_stats
 from bridge.storage import Conflict
 
 __all__ = ["PREFIX", "routes"]
@@ -489,6 +490,20 @@ async def list_keys(request: Request, known: Services, caller: Caller) -> Respon
     )
 
 
+_STATS_PARAMS = frozenset({"registration"})
+
+
+async def sign_in_statistics(request: Request, known: Services, caller: Caller) -> Response:
+    """Sign-ins per outcome, the last 24 hours by hour and 30 days by day: for one
+    registration (``-``: the bridge's own sign-in page) or, without one, for all."""
+    slug = _query(request, _STATS_PARAMS).get("registration")
+    if slug is not None and slug != NO_REGISTRATION and not is_valid_slug(slug):
+        _refuse("registration must be a registration's slug, or - for the sign-in page")
+    now = int(time.time())
+    found = await known.db.run(partial(sign_in_stats, known.store, slug, now))
+    return _json(found.as_dict())
+
+
 async def openapi(request: Request, known: Services, caller: Caller | None) -> Response:
     return _json(document(known.profiles, known.settings.issuer))
 
@@ -572,6 +587,7 @@ def routes() -> list[BaseRoute]:
                 Route("/profiles", Resource({"GET": list_profiles})),
                 Route("/audit", Resource({"GET": list_audit})),
                 Route("/keys", Resource({"GET": list_keys})),
+                Route("/stats", Resource({"GET": sign_in_statistics})),
                 # Anything else: 401 without a token, then a JSON 404 (never a page).
                 Route("/{rest:path}", Resource({"*": not_found})),
             ],

@@ -419,6 +419,39 @@ def _schemas(profiles: Mapping[str, Profile]) -> dict[str, Any]:
                 },
             },
         },
+        "SignInSeries": {
+            "type": "object",
+            "required": ["title", "step_seconds", "totals", "buckets"],
+            "properties": {
+                "title": _STRING,
+                "step_seconds": {"type": "integer"},
+                "totals": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "buckets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["start", "counts"],
+                        "properties": {
+                            "start": {"type": "integer"},
+                            "counts": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "SignInStats": {
+            "type": "object",
+            "required": ["registration", "now", "hours", "days"],
+            "properties": {
+                "registration": {"type": ["string", "null"]},
+                "now": {"type": "integer"},
+                "hours": _ref("SignInSeries"),
+                "days": _ref("SignInSeries"),
+            },
+        },
     }
     new = []
     changes = []
@@ -631,6 +664,23 @@ def _paths() -> dict[str, Any]:
                 "operationId": "listKeys",
                 "summary": "The signing keys' state and dates, and the keyring's ids",
                 "responses": {"200": _ok("The keys", "KeyList"), **_errors(400)},
+            },
+        },
+        "/stats": {
+            "get": {
+                "operationId": "signInStats",
+                "summary": "Sign-ins by outcome: the last 24 hours by hour, 30 days by UTC day",
+                "parameters": [
+                    {
+                        "name": "registration",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 63},
+                        "description": "a registration's slug, or - for the bridge's own "
+                        "sign-in page; all registrations together when left out",
+                    }
+                ],
+                "responses": {"200": _ok("The counts", "SignInStats"), **_errors(400)},
             },
         },
         "/openapi.json": {

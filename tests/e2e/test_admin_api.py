@@ -20,7 +20,7 @@ import pytest
 from bridge import cli
 from bridge.keys import verify_secret
 from bridge.storage.models import RegistrationRow
-from tests.support.bridge import Harness, running_bridge
+from tests.support.bridge import Harness, hidden_fields, running_bridge
 
 API = "/admin/api"
 ZENDESK_SECRET = "api-zendesk-shared-secret-" + "q" * 20
@@ -674,6 +674,7 @@ def test_the_openapi_document_describes_every_route_and_profile(
         "/profiles",
         "/audit",
         "/keys",
+        "/stats",
         "/openapi.json",
     }
     assert spec["components"]["securitySchemes"]["adminToken"]["scheme"] == "bearer"
@@ -699,3 +700,36 @@ def test_the_openapi_document_describes_every_route_and_profile(
                 continue
             assert "401" in operation["responses"], (path, method)
             assert "503" in operation["responses"], (path, method)
+
+
+# --- sign-in statistics -------------------------------------------------------------------
+
+
+def test_sign_in_statistics_count_what_happened_at_the_sign_in_page(
+    api: httpx.Client, bridge: Harness
+) -> None:
+    before = api.get(f"{API}/stats", params={"registration": "-"}).json()
+    with bridge.client() as browser:
+        page = browser.get("/login")
+        fields = hidden_fields(page.text)
+        wrong = browser.post("/login", data={**fields, "username": "jdoe", "password": "nope"})
+        assert wrong.status_code == 401
+    after = api.get(f"{API}/stats", params={"registration": "-"}).json()
+    assert after["registration"] == "-"
+    assert len(after["hours"]["buckets"]) == 24
+    assert len(after["days"]["buckets"]) == 30
+    wrong_before = before["hours"]["totals"].get("wrong_password", 0)
+    assert after["hours"]["totals"]["wrong_password"] == wrong_before + 1
+    assert after["hours"]["buckets"][-1]["counts"]["wrong_password"] >= 1
+    everything = api.get(f"{API}/stats").json()
+    assert everything["registration"] is None
+    assert (
+        everything["days"]["totals"]["wrong_password"] >= after["days"]["totals"]["wrong_password"]
+    )
+
+
+@pytest.mark.parametrize("registration", ["Not A Slug", "x" * 64, "../etc"])
+def test_sign_in_statistics_refuse_what_is_not_a_slug(api: httpx.Client, registration: str) -> None:
+    response = api.get(f"{API}/stats", params={"registration": registration})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
