@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from bridge.errors import BadRequest
 from bridge.schema import OptionField, OptionsSchema, require_str
 from bridge.settings import Problems, is_local_host, url_problem
+from bridge.urls import origin_of
 
 log = logging.getLogger("bridge.discourse")
 
@@ -106,7 +107,7 @@ class DiscourseOptions:
     @property
     def origin(self) -> tuple[str, str, int]:
         """``(scheme, host, port)`` of the forum, default port filled in."""
-        found = _origin_of(self.discourse_url)
+        found = origin_of(self.discourse_url)
         if found is None:  # parse_options never builds such options
             raise ValueError("discourse_url is not an http(s) URL")
         return found
@@ -322,17 +323,6 @@ def _decode_payload(sso: str) -> dict[str, str]:
             raise ConnectRefused("duplicate_field", f"the payload repeats {key!r}")
         fields[key] = value
     return fields
-
-
-def _origin_of(url: str) -> tuple[str, str, int] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname or parts.scheme not in {"http", "https"}:
-        return None
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def return_url_problem(url: str, options: DiscourseOptions) -> str | None:

@@ -26,6 +26,7 @@ from bridge.claims import USER_SCOPES, userinfo
 from bridge.identity import Identity
 from bridge.schema import OptionField, OptionsSchema, optional_str_list, require_str
 from bridge.settings import Problems, Settings
+from bridge.urls import origin_of
 
 log = logging.getLogger("bridge.zendesk")
 
@@ -288,23 +289,12 @@ def build_jwt(
 # --- return_to ------------------------------------------------------------------
 
 
-def _origin_of(url: str) -> tuple[str, str, int] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname or parts.scheme not in {"http", "https"}:
-        return None
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
-
-
 def allowed_origins(
     options: ZendeskOptions, origin: str | None = None
 ) -> set[tuple[str, str, int]]:
     """Origins return_to may point at: the Zendesk host, brand hosts, and the server override."""
     allowed = {("https", options.host, 443), *(("https", h, 443) for h in options.brand_hosts)}
-    override = _origin_of(origin) if origin else None
+    override = origin_of(origin) if origin else None
     if override is not None:
         allowed.add(override)
     return allowed
