@@ -34,6 +34,7 @@ EXAMPLE_VARIABLES = (
     "IMIS_SERVICE_PASSWORD",
     "PORTAL_CLIENT_SECRET",
     "ZENDESK_SHARED_SECRET",
+    "FORUM_CONNECT_SECRET",
 )
 ZENDESK_SECRET = "pasted-zendesk-secret-" + "z" * 24
 REDIRECT = '["https://app.example.org/callback"]'
@@ -219,14 +220,16 @@ def test_check_config_of_the_repository_examples_with_variables_set(
         "IMIS_SERVICE_PASSWORD": "service-password",
         "PORTAL_CLIENT_SECRET": secrets.token_urlsafe(32),
         "ZENDESK_SHARED_SECRET": secrets.token_urlsafe(40),
+        "FORUM_CONNECT_SECRET": secrets.token_hex(32),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     result = run("check-config", "--config", REPO_CONFIG)
     assert result.code == 0, result.err
-    assert "2 registration(s) in files" in result.out
+    assert "3 registration(s) in files" in result.out
     assert values["PORTAL_CLIENT_SECRET"] not in result.out + result.err
     assert values["ZENDESK_SHARED_SECRET"] not in result.out + result.err
+    assert values["FORUM_CONNECT_SECRET"] not in result.out + result.err
 
 
 def test_check_config_with_database(run: Any, config: Path) -> None:
