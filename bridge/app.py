@@ -3,10 +3,10 @@
 This module only assembles: it finds the installed profiles (entry points),
 opens the database and the key store and builds the typed
 :class:`~bridge.services.Services` when the app starts (lifespan), chooses the
-user store, mounts the core routes and each profile's under ``/{profile}``,
-the cross-cutting middleware (security headers, body limits, error pages), and
-runs the scheduled purge (:mod:`bridge.housekeeping`) while the app lives. It
-holds no protocol logic and nothing happens at import time.
+user store, mounts the core routes, the admin's (``/admin``) and each profile's
+under ``/{profile}``, the cross-cutting middleware (security headers, body
+limits, error pages), and runs the scheduled purge (:mod:`bridge.housekeeping`)
+while the app lives. It holds no protocol logic and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
+from bridge import admin
 from bridge.connectors import UserStore
 from bridge.housekeeping import purge_periodically
 from bridge.keys import KeyStore, hash_secret
@@ -99,7 +100,12 @@ def open_services(
         keys=keys,
         registry=registry,
         users=users,
-        sessions=SessionManager(settings, db, store, continue_paths=profiles.continue_paths()),
+        sessions=SessionManager(
+            settings,
+            db,
+            store,
+            continue_paths={**profiles.continue_paths(), **admin.continue_paths()},
+        ),
         oauth=OAuthServer(settings=settings, store=store, registry=registry, keys=keys),
         profiles=profiles,
         registrations=Registrations(registry, store, profiles),
@@ -129,7 +135,12 @@ def create_app(
     ``settings.demo``, which only ``bridge demo`` can set (``bridge serve`` refuses it).
     """
     profiles = load_profiles()
-    routes: list[BaseRoute] = [*all_routes(), *profile_routes(profiles), *(extra_routes or [])]
+    routes: list[BaseRoute] = [
+        *all_routes(),
+        *admin.routes(),
+        *profile_routes(profiles),
+        *(extra_routes or []),
+    ]
     if settings.demo:
         # (The demo OIDC client is not mounted here: `bridge demo` serves it on
         # an origin of its own, as every real app is.)

@@ -2,7 +2,8 @@
 
 This module owns the ``audit_events`` rows: recording an event (overlong
 values clipped rather than refused, ``detail`` as compact JSON) and listing
-them newest first (``bridge audit list``). The trail is never purged here.
+them newest first, optionally filtered (``bridge audit list``, the admin's audit
+page). The trail is never purged here.
 What is worth recording is the caller's decision; no secret is ever passed in.
 """
 
@@ -42,11 +43,27 @@ class AuditStore(StoreBase):
         with self._statements() as s:
             s.add(row)
 
-    def list_audit(self, *, limit: int = 100, offset: int = 0) -> list[AuditEventRow]:
-        """Newest first."""
+    def list_audit(
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+    ) -> list[AuditEventRow]:
+        """Newest first; ``actor``, ``action`` and ``target`` (each exact, when given)
+        keep only the matching events (the admin's audit page filters by them)."""
+        query = select(AuditEventRow)
+        for column, wanted in (
+            (AuditEventRow.actor, actor),
+            (AuditEventRow.action, action),
+            (AuditEventRow.target, target),
+        ):
+            if wanted:
+                query = query.where(col(column) == wanted)
         query = (
-            select(AuditEventRow)
-            .order_by(col(AuditEventRow.at).desc(), col(AuditEventRow.id).desc())
+            query.order_by(col(AuditEventRow.at).desc(), col(AuditEventRow.id).desc())
             .limit(limit)
             .offset(offset)
         )
