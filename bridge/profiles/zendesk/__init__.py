@@ -41,7 +41,6 @@ from bridge.profiles.zendesk.protocol import (
 from bridge.registry import Registration
 from bridge.schema import OptionsSchema
 
-
 #: Shown with the remote login URL (docs/zendesk.md, "Set up Zendesk").
 REMOTE_LOGIN_NOTE = (
     "In Zendesk Admin Center: Account, Security, Single sign-on, JSON Web Token. "
