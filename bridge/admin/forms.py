@@ -28,15 +28,16 @@ from bridge.settings import Problems
 NO_SECRET = "no_secret"
 
 ACCESS_HELP = (
-    "Who may sign in, written as the [access] table of a registration file, one rule per "
-    'line: member_types = ["REG", "STAFF"], statuses = ["A"], organizations = ["Contoso"], '
-    'imis_ids = ["23210"], message = "Shown to people who are refused". '
-    "Empty: everyone who can sign in to iMIS."
+    "Who may sign in, as in the [access] table of a registration file: one rule per line, "
+    "from member_types, statuses, organizations, imis_ids (lists in brackets) and message "
+    "(what a refused person reads). Empty: everyone who can sign in to iMIS."
 )
+ACCESS_EXAMPLE = 'member_types = ["REG", "STAFF"]\nmessage = "This app is for members only."'
 CLAIMS_HELP = (
-    "Extra claims from iMIS fields, written as the [claims] table of a registration file, "
-    'one per line: organization = "organization_name". Empty: none.'
+    "Extra claims from iMIS fields, as in the [claims] table of a registration file: one "
+    "per line, claim = iMIS field. Empty: none."
 )
+CLAIMS_EXAMPLE = 'organization = "organization_name"\ntags = "member_type"'
 
 
 @dataclass
@@ -53,6 +54,8 @@ class FormField:
     value: str = ""
     checked: bool = False
     errors: list[str] = field(default_factory=list)
+    #: For a table: what a filled-in one looks like.
+    example: str = ""
 
     @property
     def id(self) -> str:
@@ -106,10 +109,12 @@ def _option_field(spec: OptionField, *, adding: bool) -> FormField:
     elif spec.secret is not None:
         kind = "secret"
         if not adding:
-            help_text = f"{help_text}. Leave it empty to keep the current one.".lstrip(". ")
-    return FormField(
-        spec.name, spec.label, help_text, kind=kind, required=spec.required and spec.secret is None
-    )
+            help_text = f"{help_text.rstrip('.')}. Leave it empty to keep the current one."
+    if kind == "list":
+        help_text = f"{help_text.rstrip('.')}. One per line." if help_text else "One per line."
+    # A pasted secret is required when adding; when editing, empty keeps the current one.
+    required = spec.required and (adding or spec.secret is None)
+    return FormField(spec.name, spec.label, help_text, kind=kind, required=required)
 
 
 def blank_form(profile: Profile, *, adding: bool) -> RegistrationForm:
@@ -133,8 +138,8 @@ def blank_form(profile: Profile, *, adding: bool) -> RegistrationForm:
         fields.append(_option_field(spec, adding=adding))
     fields += [
         FormField("enabled", "Enabled", "People can sign in to this app", kind="bool"),
-        FormField("access", "Access rule", ACCESS_HELP, kind="table"),
-        FormField("claims", "Claim mapping", CLAIMS_HELP, kind="table"),
+        FormField("access", "Access rule", ACCESS_HELP, kind="table", example=ACCESS_EXAMPLE),
+        FormField("claims", "Claim mapping", CLAIMS_HELP, kind="table", example=CLAIMS_EXAMPLE),
     ]
     return RegistrationForm(profile, adding, fields)
 

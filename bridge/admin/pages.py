@@ -494,7 +494,7 @@ def _rotate_form(
         request,
         admin,
         "admin/rotate_secret.html",
-        f"Change the {spec.label.lower()}",
+        f"Change the {spec.label}" if spec.secret == "encrypt" else "Rotate secret",
         REGISTRATIONS,
         target=target,
         spec=spec,
@@ -518,7 +518,7 @@ async def rotate_secret(request: Request, admin: Admin) -> Response:
     pasted = sent.get("secret", "").strip() or None
     if spec is not None and spec.secret == "encrypt" and pasted is None:
         return _rotate_form(
-            request, admin, target, error=f"Paste the new {spec.label.lower()}.", status_code=400
+            request, admin, target, error=f"Paste the new {spec.label}.", status_code=400
         )
     try:
         changed = await known.db.run(
