@@ -277,7 +277,7 @@ def _secret_once(request: Request, admin: Admin, reg: Registration, secret: str)
         request,
         admin,
         "admin/secret_once.html",
-        f"The new {spec.label if spec else 'secret'} of {reg.name}",
+        f"New {(spec.label if spec else 'secret').lower()} for {reg.name}",
         REGISTRATIONS,
         reg=reg,
         label=spec.label if spec else "Secret",

@@ -160,6 +160,20 @@ def test_every_admin_page_is_accessible_and_photographed(
     page.get_by_label("Access rule").fill('member_types = ["STAFF"]')
     page.get_by_role("button", name="Save App Registration").click()
     page.wait_for_url("**/admin/registrations/staff-desk?done=added")
+    # An OpenID Connect app: its generated client secret, shown once.
+    page.goto(f"{demo.url}/admin/registrations/new?profile=oidc")
+    page.get_by_label("Name (required)").fill("Member App")
+    page.get_by_label("Slug").fill("member-app")
+    page.get_by_label("Client ID").fill("member-app")
+    page.get_by_label("Redirect URIs (required)").fill("https://app.example.org/callback")
+    page.get_by_role("button", name="Save App Registration").click()
+    page.get_by_role("button", name="Copy Client secret").wait_for()
+    for width_name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(
+            path=str(screenshots / f"admin-secret-once-{width_name}.png"), full_page=True
+        )
+        assert_accessible(page)
     stored = "/admin/registrations/staff-desk"
     pages = [
         *_pages(demo),
@@ -168,6 +182,7 @@ def test_every_admin_page_is_accessible_and_photographed(
         ("disable", f"{stored}/enabled"),
         ("change-secret", f"{stored}/rotate-secret"),
         ("delete", f"{stored}/delete"),
+        ("rotate-client-secret", "/admin/registrations/member-app/rotate-secret"),
     ]
     for name, path in pages:
         for width_name, width in WIDTHS.items():
