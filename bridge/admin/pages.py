@@ -27,9 +27,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+import bridge.admin.forms as forms
 from bridge import csrf
 from bridge.access import admit, identity_for
-from bridge.admin import forms
 from bridge.admin.auth import (
     CONTINUE_PATH,
     PREFIX,
