@@ -138,6 +138,7 @@ imis-bridge demo — everything runs locally, nothing leaves this machine.
   Demo OIDC client      {client}/   (an app on another origin)
   Demo Zendesk (Help)   {base}/_demo/zendesk/{DEMO_ZENDESK_SUBDOMAIN}/hc
   Zendesk remote login  {base}/zendesk/{DEMO_ZENDESK_SLUG}
+  Admin pages           {base}/admin   (sign in as manager)
   OIDC discovery        {base}/.well-known/openid-configuration
   Health                {base}/healthz
 
