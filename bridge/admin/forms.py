@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.plugin import Profile
-from bridge.schema import COMMON_KEYS, OptionField
+from bridge.schema import OptionField
 from bridge.settings import Problems
 
 #: A secret the bridge keeps only a hash of is generated; this box asks for none.
@@ -237,13 +237,6 @@ def _set(changes: dict[str, Any], key: str, value: Any, *, adding: bool) -> None
         changes[key] = value
 
 
-def form_keys(profile: Profile) -> frozenset[str]:
-    """Every field name the form of ``profile`` may send."""
-    return frozenset(
-        {"csrf_token", "slug", NO_SECRET, *COMMON_KEYS, *(f.name for f in profile.schema.fields)}
-    )
-
-
 # --- [access] and [claims] as text -------------------------------------------------------
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -286,8 +279,3 @@ def from_toml(text: str) -> dict[str, Any]:
             f"cannot be read as key = value lines ({exc}); write text in double quotes "
             'and lists in brackets: statuses = ["A", "I"]'
         ) from None
-
-
-def entries(values: Sequence[str]) -> str:
-    """A list as the textarea shows it: one per line."""
-    return "\n".join(values)
