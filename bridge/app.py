@@ -3,10 +3,11 @@
 This module only assembles: it finds the installed profiles (entry points),
 opens the database and the key store and builds the typed
 :class:`~bridge.services.Services` when the app starts (lifespan), chooses the
-user store, mounts the core routes, the admin JSON API and each profile's under ``/{profile}``,
-the cross-cutting middleware (security headers, body limits, error pages), and
-runs the scheduled purge (:mod:`bridge.housekeeping`) while the app lives. It
-holds no protocol logic and nothing happens at import time.
+user store, mounts the core routes, the admin's (pages and JSON API under
+``/admin``) and each profile's under ``/{profile}``, the cross-cutting
+middleware (security headers, body limits, error pages), and runs the scheduled
+purge (:mod:`bridge.housekeeping`) while the app lives. It holds no protocol
+logic and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
+from bridge import admin
 from bridge.admin import api as admin_api
 from bridge.connectors import UserStore
 from bridge.demo.mounts import demo_routes
@@ -101,7 +103,12 @@ def open_services(
         keys=keys,
         registry=registry,
         users=users,
-        sessions=SessionManager(settings, db, store, continue_paths=profiles.continue_paths()),
+        sessions=SessionManager(
+            settings,
+            db,
+            store,
+            continue_paths={**profiles.continue_paths(), **admin.continue_paths()},
+        ),
         oauth=OAuthServer(settings=settings, store=store, registry=registry, keys=keys),
         profiles=profiles,
         registrations=Registrations(registry, store, profiles),
@@ -132,9 +139,8 @@ def create_app(
     """
     profiles = load_profiles()
     routes: list[BaseRoute] = [
-        # The admin JSON API first: its mount is more specific than the admin pages'.
-        *admin_api.routes(),
         *all_routes(),
+        *admin.routes(),
         *profile_routes(profiles),
         *(extra_routes or []),
     ]

@@ -36,8 +36,6 @@ if TYPE_CHECKING:  # only types, of modules below this one (imported for real wh
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_CONFIG = 2
-#: Added to the longest token lifetime before a rotated-out signing key leaves JWKS.
-ROTATION_MARGIN_SECONDS = 300
 
 
 def _fail(message: str, code: int = EXIT_FAIL) -> int:
@@ -632,11 +630,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = _settings(args, uses=("keys_dir", "tokens"))
     if args.action == "list":
         return keys_list(settings.keys_dir, args.json)
-    # Every token signed with the old key must expire first, plus a margin for
-    # processes still reloading keys and for clock skew.
-    retire_after = (
-        max(settings.tokens.id_token_seconds, settings.tokens.access_token_seconds)
-        + ROTATION_MARGIN_SECONDS
+    from bridge.keys import retire_after_seconds
+
+    retire_after = retire_after_seconds(
+        settings.tokens.id_token_seconds, settings.tokens.access_token_seconds
     )
     return keys_rotate(settings.keys_dir, args.alg, args.immediate, retire_after, as_json=args.json)
 

@@ -37,8 +37,11 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-def page_csp(form_targets: Iterable[str] = ()) -> str:
+def page_csp(form_targets: Iterable[str] = (), *, scripts: bool = False) -> str:
     """The pages' policy; ``form-action`` also allows the origin of each of ``form_targets``.
+
+    ``scripts``: the page may run script files of our own origin (``script-src
+    'self'``, never inline code), as the admin's copy buttons do.
 
     Browsers apply ``form-action`` to every redirect that follows a form
     submission, so a sign-in form that ends at the app's redirect URI must
@@ -46,8 +49,9 @@ def page_csp(form_targets: Iterable[str] = ()) -> str:
     such as ``https:``, never a wildcard); a target without one is left out.
     """
     sources = ["'self'", *(s for s in map(form_action_source, form_targets) if s)]
+    script = "script-src 'self'; " if scripts else ""
     return (
-        "default-src 'none'; style-src 'self'; img-src 'self' https: data:; "
+        f"default-src 'none'; {script}style-src 'self'; img-src 'self' https: data:; "
         f"form-action {' '.join(dict.fromkeys(sources))}; frame-ancestors 'none'; base-uri 'none'"
     )
 

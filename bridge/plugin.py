@@ -43,6 +43,10 @@ class Endpoint:
 
     label: str
     url: str
+    #: Optional: what the administrator must know when configuring it, in plain
+    #: words (Endpoint Info shows it under the address). Readers use
+    #: ``getattr(endpoint, "note", "")``, so a profile's own endpoint type may omit it.
+    note: str = ""
 
 
 @runtime_checkable

@@ -166,6 +166,7 @@ imis-bridge demo — everything runs locally, nothing leaves this machine.
   Zendesk remote login  {base}/zendesk/{DEMO_ZENDESK_SLUG}
   Demo Discourse forum  {base}{DEMO_FORUM_PATH}/{DEMO_FORUM_SLUG}/
   Discourse connect URL {base}/discourse/{DEMO_FORUM_SLUG}
+  Admin pages           {base}/admin   (sign in as manager)
   OIDC discovery        {base}/.well-known/openid-configuration
   Health                {base}/healthz
 

@@ -23,6 +23,7 @@ from bridge.keys.keyring import KEYRING, SecretDecryptionError
 from bridge.keys.signing import (
     DEFAULT_PUBLISH_LEAD_SECONDS,
     MANIFEST,
+    ROTATION_MARGIN_SECONDS,
     SUPPORTED_ALGS,
     InvalidToken,
     KeyInfo,
@@ -30,12 +31,14 @@ from bridge.keys.signing import (
     RotationResult,
     check_alg,
     jwk_thumbprint,
+    retire_after_seconds,
 )
 
 __all__ = [
     "DEFAULT_PUBLISH_LEAD_SECONDS",
     "KEYRING",
     "MANIFEST",
+    "ROTATION_MARGIN_SECONDS",
     "SUPPORTED_ALGS",
     "InvalidToken",
     "KeyInfo",
@@ -48,5 +51,6 @@ __all__ = [
     "hash_secret",
     "human_time",
     "jwk_thumbprint",
+    "retire_after_seconds",
     "verify_secret",
 ]

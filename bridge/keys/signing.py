@@ -81,6 +81,15 @@ SUPPORTED_ALGS: Final = ("RS256", "ES256")
 #: How long a new key sits in the JWKS before it may sign. Must exceed how long
 #: relying parties (and any HTTP cache in front of the JWKS) keep a copy.
 DEFAULT_PUBLISH_LEAD_SECONDS: Final = 24 * 3600
+#: Added to the longest token lifetime before a rotated-out signing key leaves JWKS.
+ROTATION_MARGIN_SECONDS: Final = 300
+
+
+def retire_after_seconds(*token_lifetimes: int) -> int:
+    """How long a rotated-out key stays in the JWKS: every token it signed must
+    expire first, plus a margin for processes still reloading keys and clock skew."""
+    return max(token_lifetimes) + ROTATION_MARGIN_SECONDS
+
 
 MANIFEST: Final = "manifest.json"
 _STATES: Final = ("next", "current", "retired")

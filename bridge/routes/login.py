@@ -100,12 +100,18 @@ def _check_credentials_shape(username: str, password: str) -> None:
 
 async def _pending_and_registration(
     request: Request, raw_id: str
-) -> tuple[Pending, Registration] | None:
-    """The pending request and its registration, or None when either is gone."""
+) -> tuple[Pending, Registration | None] | None:
+    """The pending request and its registration, or None when either is gone.
+
+    A pending request for no registration (``""``: signing in to the bridge's own
+    pages, such as the admin) has None for its registration.
+    """
     services = services_of(request)
     pending = await services.sessions.load_pending(raw_id)
     if pending is None:
         return None
+    if not pending.registration:
+        return pending, None
     registration = await registration_named(services, pending.registration)
     if registration is None:
         return None
@@ -114,7 +120,7 @@ async def _pending_and_registration(
 
 def _login_form(
     request: Request,
-    found: tuple[Pending, Registration] | None,
+    found: tuple[Pending, Registration | None] | None,
     *,
     username: str = "",
     error: str | None = None,
@@ -230,8 +236,11 @@ async def login_submit(request: Request) -> Response:
             throttle.client_address(request),
             exc.retry_after,
         )
+        registration = found[1] if found else None
         await stats.count(
-            request, found[1].slug if found else stats.NO_REGISTRATION, stats.Outcome.THROTTLED
+            request,
+            registration.slug if registration else stats.NO_REGISTRATION,
+            stats.Outcome.THROTTLED,
         )
         return _login_form(
             request,

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from bridge import cors, csrf, sessions, stats
 from bridge.access import check_access, identity_for
-from bridge.claims import SCOPE_CLAIMS, claims_for
+from bridge.claims import claims_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
@@ -34,8 +34,9 @@ from bridge.oauth.authorize import (
     redirect_with,
     validate,
 )
-from bridge.oauth.client import CONTINUE_PATH, KIND, SIGNING_ALGS, SUPPORTED_SCOPES, client_options
+from bridge.oauth.client import CONTINUE_PATH, KIND, client_options
 from bridge.oauth.codes import mint_code
+from bridge.oauth.discovery import DISCOVERY_PATH, JWKS_PATH, metadata
 from bridge.oauth.server import oauth_request
 from bridge.registry import Registration
 from bridge.services import services as services_of
@@ -45,7 +46,6 @@ from bridge.web import registration as registration_named
 
 log = logging.getLogger("bridge.oidc")
 
-JWKS_PATH = "/.well-known/jwks.json"
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
@@ -53,62 +53,8 @@ NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 async def discovery(request: Request) -> Response:
-    issuer = services_of(request).settings.issuer
     return JSONResponse(
-        {
-            "issuer": issuer,
-            "authorization_endpoint": f"{issuer}/authorize",
-            "token_endpoint": f"{issuer}/token",
-            "userinfo_endpoint": f"{issuer}/userinfo",
-            "jwks_uri": f"{issuer}{JWKS_PATH}",
-            "revocation_endpoint": f"{issuer}/revoke",
-            "introspection_endpoint": f"{issuer}/introspect",
-            "end_session_endpoint": f"{issuer}/end_session",
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": ["authorization_code", "refresh_token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
-            "scopes_supported": list(SUPPORTED_SCOPES),
-            "claims_supported": [
-                "sub",
-                "iss",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "nonce",
-                "at_hash",
-                "amr",
-                "azp",
-                *[c for claims in SCOPE_CLAIMS.values() for c in claims],
-            ],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": [
-                "client_secret_basic",
-                "client_secret_post",
-                "none",
-            ],
-            "revocation_endpoint_auth_methods_supported": [
-                "client_secret_basic",
-                "client_secret_post",
-                "none",
-            ],
-            "introspection_endpoint_auth_methods_supported": [
-                "client_secret_basic",
-                "client_secret_post",
-            ],
-            # Only what /authorize honours: "consent" and "select_account" are
-            # accepted but change nothing (apps are approved by the association,
-            # and a browser holds one session), so they are not advertised.
-            "prompt_values_supported": ["none", "login"],
-            "claims_parameter_supported": False,
-            "request_parameter_supported": False,
-            "request_uri_parameter_supported": False,
-            "authorization_response_iss_parameter_supported": True,
-            "frontchannel_logout_supported": False,
-            "backchannel_logout_supported": False,
-        },
+        metadata(services_of(request).settings.issuer),
         headers={"cache-control": "public, max-age=300", **cors.PUBLIC},
     )
 
@@ -551,7 +497,7 @@ def _preflights(paths: dict[str, list[str]]) -> list[Route]:
 
 def routes() -> list[Route]:
     return [
-        Route("/.well-known/openid-configuration", discovery),
+        Route(DISCOVERY_PATH, discovery),
         Route(JWKS_PATH, jwks),
         Route("/authorize", authorize, methods=["GET", "POST"]),
         Route(CONTINUE_PATH, authorize_continue),

@@ -2,8 +2,8 @@
 
 This module owns the ``audit_events`` rows: recording an event (overlong
 values clipped rather than refused, ``detail`` as compact JSON) and listing
-them newest first, filtered by actor, action or target (``bridge audit list``,
-the admin API). The trail is never purged here.
+them newest first, optionally filtered by actor, action or target (``bridge audit
+list``, the admin's audit page and API). The trail is never purged here.
 What is worth recording is the caller's decision; no secret is ever passed in.
 """
 
@@ -52,15 +52,16 @@ class AuditStore(StoreBase):
         action: str | None = None,
         target: str | None = None,
     ) -> list[AuditEventRow]:
-        """Newest first; ``actor``, ``action`` and ``target``, when given, must match exactly."""
+        """Newest first; ``actor``, ``action`` and ``target`` (each exact, when given)
+        keep only the matching events (the admin's audit page filters by them)."""
         query = select(AuditEventRow)
-        for column, value in (
+        for column, wanted in (
             (AuditEventRow.actor, actor),
             (AuditEventRow.action, action),
             (AuditEventRow.target, target),
         ):
-            if value is not None:
-                query = query.where(col(column) == value)
+            if wanted:
+                query = query.where(col(column) == wanted)
         query = (
             query.order_by(col(AuditEventRow.at).desc(), col(AuditEventRow.id).desc())
             .limit(limit)

@@ -924,6 +924,30 @@ def test_audit_events_are_listed_newest_first(fresh_store: Store) -> None:
     assert (events[0].actor, events[0].ip, events[0].at) == ("manager", "192.0.2.1", NOW + 3)
 
 
+def test_audit_events_are_filtered_by_actor_action_and_target(fresh_store: Store) -> None:
+    for i, (actor, action, target) in enumerate(
+        [
+            ("admin:manager", "registration.add", "app-a"),
+            ("admin:manager", "registration.edit", "app-a"),
+            ("cli:root", "registration.edit", "app-b"),
+            ("admin:manager", "registration.remove", "app-b"),
+        ]
+    ):
+        fresh_store.audit(actor=actor, action=action, target=target, now=NOW + i)
+
+    def targets(**filters: str) -> list[tuple[str, str]]:
+        return [(e.action, e.target) for e in fresh_store.list_audit(**filters)]
+
+    assert targets(actor="cli:root") == [("registration.edit", "app-b")]
+    assert targets(action="registration.edit") == [
+        ("registration.edit", "app-b"),
+        ("registration.edit", "app-a"),
+    ]
+    assert targets(actor="admin:manager", target="app-b") == [("registration.remove", "app-b")]
+    assert targets(target="nobody") == []
+    assert len(fresh_store.list_audit(actor="", action="", target="")) == 4  # empty: no filter
+
+
 def test_audit_clips_overlong_values_instead_of_failing(store: Store) -> None:
     store.audit(
         actor="x" * 500, action="login.failed", target="t" * 500, detail={}, ip=None, now=NOW

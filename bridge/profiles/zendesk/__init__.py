@@ -42,6 +42,18 @@ from bridge.profiles.zendesk.protocol import (
 from bridge.registry import Registration
 from bridge.schema import OptionsSchema
 
+#: Shown with the remote login URL (docs/zendesk.md, "Set up Zendesk").
+REMOTE_LOGIN_NOTE = (
+    "In Zendesk Admin Center: Account, Security, Single sign-on, JSON Web Token. "
+    "Keep “Update of external IDs?” OFF: Zendesk then keeps each person's iMIS ID "
+    "once set, so nobody can take over an account by getting its email address onto "
+    "another iMIS record."
+)
+FALLBACK_NOTE = (
+    "Bookmark both fallback links before turning single sign-on on: they work even "
+    "when it is broken."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ZendeskProfile:
@@ -66,10 +78,25 @@ class ZendeskProfile:
 
     def endpoints(self, issuer: str, registration: Registration) -> Sequence[Endpoint]:
         login = f"{issuer}{sign_in_path(self.name, registration.slug)}"
-        return (
-            Endpoint("Remote login URL", login),
+        found = [
+            Endpoint("Zendesk Endpoint (Remote login URL)", login, note=REMOTE_LOGIN_NOTE),
             Endpoint("Remote logout URL", f"{login}/logout"),
-        )
+        ]
+        if isinstance(registration.options, ZendeskOptions):
+            # Zendesk's own ways in, which work even when single sign-on does not.
+            zendesk = f"https://{registration.options.host}"
+            found += [
+                Endpoint(
+                    "Fallback: Zendesk's own password form",
+                    f"{zendesk}/access/normal",
+                    note=FALLBACK_NOTE,
+                ),
+                Endpoint(
+                    "Fallback: one-time sign-in link by email (Zendesk administrators)",
+                    f"{zendesk}/access/sso_bypass",
+                ),
+            ]
+        return found
 
     def read_request(self, request: Request, registration: Registration) -> dict[str, str | None]:
         return http.read_request(request, registration)

@@ -417,15 +417,17 @@ SCHEMA = OptionsSchema(
     fields=(
         OptionField(
             "subdomain",
-            "Zendesk subdomain",
-            "contoso for contoso.zendesk.com (its URL is accepted too); a custom domain "
-            "goes in brand_hosts",
+            "Zendesk Subdomain",
+            "contoso for contoso.zendesk.com (its URL is accepted too). A Zendesk on a custom "
+            "domain (support.contoso.org) still has its zendesk.com subdomain: give that "
+            "here, and the custom domain under brand hosts",
             required=True,
         ),
         OptionField(
             "shared_secret",
-            "Shared secret",
-            "From Zendesk Admin Center, Single sign-on, JWT; kept encrypted",
+            "Zendesk JWT Shared Secret",
+            "From Zendesk Admin Center, Single sign-on, JSON Web Token (shown there once); "
+            "kept encrypted, never shown again",
             required=True,
             kind="secret",
             secret="encrypt",
