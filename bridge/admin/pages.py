@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from bridge.admin.auth import (
     send_to_sign_in,
     step_up,
 )
+from bridge.charts import sign_in_chart
 from bridge.errors import BadRequest, Forbidden, InvalidRegistration, NotFound
 from bridge.keys import SUPPORTED_ALGS, human_time, retire_after_seconds
 from bridge.manage import Target
@@ -50,18 +52,20 @@ from bridge.plugin import Profile
 from bridge.registry import Registration
 from bridge.services import Services, services
 from bridge.settings import Problem
+from bridge.stats import NO_REGISTRATION, sign_in_stats
 from bridge.throttle import client_address
 from bridge.web import FormError, read_pairs, single_values
 
 log = logging.getLogger("bridge.admin")
 
 REGISTRATIONS = f"{PREFIX}/registrations"
-#: The navigation, in order. The sign-in statistics page goes between the audit
-#: log and the signing keys: ("Sign-in statistics", f"{PREFIX}/statistics").
+STATISTICS = f"{PREFIX}/statistics"
+#: The navigation, in order.
 NAV: tuple[tuple[str, str], ...] = (
     ("App Registrations", REGISTRATIONS),
     ("Endpoint Info", f"{PREFIX}/endpoints"),
     ("Audit log", f"{PREFIX}/audit"),
+    ("Sign-in statistics", STATISTICS),
     ("Signing keys", f"{PREFIX}/keys"),
 )
 #: What a page says after a change it was redirected to (``?done=...``).
@@ -725,6 +729,42 @@ async def audit_log(request: Request, admin: Admin) -> Response:
     )
 
 
+# --- sign-in statistics ---------------------------------------------------------------
+
+
+async def statistics(request: Request, admin: Admin) -> Response:
+    """``GET /admin/statistics?registration=``: sign-ins by outcome, the last 24 hours and
+    30 days, for one registration, the bridge's own sign-in page (``-``) or all."""
+    known = services(request)
+    regs = await known.db.run(lambda: known.registry.all(unreadable=[]))
+    choices = [("", "All registrations"), *((r.slug, r.name) for r in regs)]
+    choices.append((NO_REGISTRATION, "The bridge's own sign-in page"))
+    chosen = request.query_params.get("registration", "")
+    if chosen not in {slug for slug, _ in choices}:
+        raise NotFound("There is no registration with that name.")
+    now = int(time.time())
+    found = await known.db.run(lambda: sign_in_stats(known.store, chosen or None, now))
+    summaries = [
+        {
+            "title": series.title,
+            "chart": sign_in_chart(series, chart_id=f"chart-{n}"),
+            "successes": series.successes,
+            "refusals": series.refusals,
+        }
+        for n, series in enumerate((found.hours, found.days))
+    ]
+    return _page(
+        request,
+        admin,
+        "admin/statistics.html",
+        "Sign-in statistics",
+        STATISTICS,
+        choices=choices,
+        chosen=chosen,
+        summaries=summaries,
+    )
+
+
 def _detail_text(detail: Any) -> str:
     """An audit event's detail (names of changed fields, key ids; never a secret)."""
     if not isinstance(detail, Mapping):
@@ -871,6 +911,7 @@ def routes() -> list[BaseRoute]:
         page(f"{one}/test", test_sign_in),
         page(f"{PREFIX}/endpoints", endpoint_info),
         page(f"{PREFIX}/audit", audit_log),
+        page(STATISTICS, statistics),
         page(f"{PREFIX}/keys", keys_page),
         page(f"{PREFIX}/keys/rotate", rotate_keys_page),
         page(f"{PREFIX}/keys/rotate", rotate_keys, ("POST",)),

@@ -142,6 +142,7 @@ def _pages(demo: Demo) -> list[tuple[str, str]]:
         ("test-sign-in", f"{one}/test"),
         ("endpoint-info", "/admin/endpoints"),
         ("audit", "/admin/audit"),
+        ("statistics", "/admin/statistics"),
         ("keys", "/admin/keys"),
         ("rotate-keys", "/admin/keys/rotate"),
     ]
