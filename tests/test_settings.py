@@ -98,10 +98,15 @@ def test_repository_example_config_loads_when_its_variables_are_set() -> None:
         "IMIS_SERVICE_PASSWORD": "service-password",
         "PORTAL_CLIENT_SECRET": "portal-secret-0123456789",
         "ZENDESK_SHARED_SECRET": "z" * 40,
+        "FORUM_CONNECT_SECRET": "f" * 64,
     }
     settings = load(Path(__file__).parent.parent / "config", env)
     assert settings.issuer == "https://sso.example.org"
-    assert {r.slug for r in settings.registrations} == {"contoso-helpdesk", "member-portal"}
+    assert {r.slug for r in settings.registrations} == {
+        "contoso-helpdesk",
+        "member-forum",
+        "member-portal",
+    }
 
 
 def test_unknown_top_level_key_is_refused(tmp_path: Path) -> None:
