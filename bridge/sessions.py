@@ -125,13 +125,18 @@ class SessionManager:
         store = self._store
 
         def create() -> tuple[str, BrowserSessionRow | None]:
+            auth_time = now
             if old and len(old) <= 128:
-                store.delete_session(old)
+                ended = store.delete_session(old)
+                if ended is not None:
+                    # A new password sign-in is always later than the one it replaces,
+                    # even within the same second (prompt=login asks for exactly that).
+                    auth_time = max(now, ended.auth_time + 1)
             raw = store.create_session(
                 imis_id=identity.imis_id,
                 username=identity.username,
                 identity_json=identity.to_json(),
-                auth_time=now,
+                auth_time=auth_time,
                 now=now,
                 lifetime_seconds=lifetime,
             )
@@ -150,7 +155,10 @@ class SessionManager:
             samesite="lax",
         )
         return Session(
-            id_hash=row.id_hash, identity=identity, auth_time=now, expires_at=now + lifetime
+            id_hash=row.id_hash,
+            identity=identity,
+            auth_time=row.auth_time,
+            expires_at=now + lifetime,
         )
 
     async def end(self, request: Request, response: Response) -> Session | None:

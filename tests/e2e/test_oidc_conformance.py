@@ -8,6 +8,7 @@ authorization endpoints' share of SECURITY G5 (4xx, never a 500).
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -797,3 +798,30 @@ def test_end_session_odd_parameters_are_400(bridge: Harness, params: dict[str, s
         response = fresh.get("/end_session", params=params)
     assert response.status_code == 400
     assert "location" not in response.headers
+
+
+def test_a5_prompt_login_answered_within_the_same_second_reaches_the_app(
+    browser: httpx.Client, rp: Rp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A5: a new password sign-in always counts as newer than the session it replaces.
+
+    prompt=login asks for a sign-in later than the current session's ``auth_time``
+    (whole seconds). A person (or a fast test) who signs in, then signs in again
+    within that same second, used to be sent back to the sign-in page for ever.
+    """
+    frozen = float(int(time.time()))
+
+    class Clock:
+        @staticmethod
+        def time() -> float:
+            return frozen
+
+    import bridge.routes.oidc
+    import bridge.sessions
+
+    monkeypatch.setattr(bridge.sessions, "time", Clock)
+    monkeypatch.setattr(bridge.routes.oidc, "time", Clock)
+    rp.tokens(browser)
+    again = rp.sign_in(browser, prompt="login")
+    claims = rp.verify_id_token(rp.redeem(again).json()["id_token"])
+    assert claims["auth_time"] > frozen
