@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from bridge.app import create_app
 from bridge.demo.run import DEMO_ZENDESK_SLUG, write_demo_config
@@ -112,7 +112,7 @@ def test_an_admin_adds_zendesk_copies_its_endpoint_and_it_works(
     assert "/access/sso_bypass" in group.inner_text()
     button = group.get_by_role("button", name="Copy Zendesk Endpoint (Remote login URL)")
     button.click()
-    assert button.inner_text() == "Copied"
+    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == f"{demo.url}/zendesk/{SLUG}"
     # The button is to the left of the address it copies.
@@ -193,7 +193,7 @@ def test_an_admin_adds_discourse_copies_its_connect_url_and_it_works(
     assert_accessible(page)
     button = group.get_by_role("button", name="Copy Connect URL")
     button.click()
-    assert button.inner_text() == "Copied"
+    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == f"{demo.url}/discourse/{FORUM_SLUG}"
     # The button is to the left of the address it copies.
