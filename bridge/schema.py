@@ -82,6 +82,9 @@ class OptionsSchema:
 
     fields: tuple[OptionField, ...]
     parse: Parser
+    #: What a filled-in claim mapping of this profile looks like (``[claims]`` lines of a
+    #: registration file), for the admin form; empty for the form's general example.
+    claims_example: str = ""
 
     def __post_init__(self) -> None:
         kinds = [f.secret for f in self.fields if f.secret is not None]

@@ -139,7 +139,13 @@ def blank_form(profile: Profile, *, adding: bool) -> RegistrationForm:
     fields += [
         FormField("enabled", "Enabled", "People can sign in to this app", kind="bool"),
         FormField("access", "Access rule", ACCESS_HELP, kind="table", example=ACCESS_EXAMPLE),
-        FormField("claims", "Claim mapping", CLAIMS_HELP, kind="table", example=CLAIMS_EXAMPLE),
+        FormField(
+            "claims",
+            "Claim mapping",
+            CLAIMS_HELP,
+            kind="table",
+            example=getattr(profile.schema, "claims_example", "") or CLAIMS_EXAMPLE,
+        ),
     ]
     return RegistrationForm(profile, adding, fields)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from bridge.app import create_app
 from bridge.demo.run import DEMO_ZENDESK_SLUG, write_demo_config
@@ -29,6 +29,9 @@ pytestmark = pytest.mark.browser
 ZENDESK_SECRET = "zendesk-shows-this-once-0123456789abcdefABCDEF"
 SLUG = "contoso-helpdesk"
 SUBDOMAIN = "contoso"
+#: The secret made in step 2 of docs/discourse.md's "Set up the forum" (openssl rand -hex 32).
+FORUM_SECRET = "4f1c0e9a7b3d2e6f8a5c1b0d9e7f6a3c2b1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f"
+FORUM_SLUG = "contoso-forum"
 WIDTHS = {"wide": 1280, "narrow": 390}
 
 
@@ -38,6 +41,9 @@ class Demo:
 
     def help_center(self, subdomain: str) -> str:
         return f"{self.url}/_demo/zendesk/{subdomain}/hc"
+
+    def forum(self, slug: str) -> str:
+        return f"{self.url}/_demo/discourse/{slug}"
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +112,7 @@ def test_an_admin_adds_zendesk_copies_its_endpoint_and_it_works(
     assert "/access/sso_bypass" in group.inner_text()
     button = group.get_by_role("button", name="Copy Zendesk Endpoint (Remote login URL)")
     button.click()
-    assert button.inner_text() == "Copied"
+    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == f"{demo.url}/zendesk/{SLUG}"
     # The button is to the left of the address it copies.
@@ -129,6 +135,99 @@ def test_an_admin_adds_zendesk_copies_its_endpoint_and_it_works(
         assert "Signed in as Jane Doe" in visit.inner_text(".zd-account")
     finally:
         member.close()
+
+
+def test_an_admin_adds_discourse_copies_its_connect_url_and_it_works(
+    demo: Demo, context: BrowserContext, browser: Browser, screenshots: Path
+) -> None:
+    """docs/discourse.md's set-up in the admin pages, then the copied Connect URL end to end."""
+    problems: list[str] = []
+
+    def watch(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            problems.append(message.text)
+
+    page = admin_page(context, demo)
+    page.on("console", watch)
+    assert page.inner_text("h1") == "App Registrations"
+    assert_accessible(page)
+
+    # Step 3 of "Set up the forum": give the bridge the registration, stored, with the
+    # slug of step 1 and the secret of step 2.
+    page.get_by_role("link", name="Add App Registration").click()
+    page.get_by_label("Discourse Profile").check()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{demo.url}/admin/registrations/new?profile=discourse")
+    page.get_by_label("Name (required)").fill("Contoso Forum")
+    page.get_by_label("Slug").fill(FORUM_SLUG)
+    # The forum's address as its members reach it (here the demo forum, which plays it).
+    page.get_by_label("Forum URL").fill(demo.forum(FORUM_SLUG))
+    page.get_by_label("Discourse Connect Secret").fill(FORUM_SECRET)
+    # The claim mapping of the doc's registration file, which the form shows as its example:
+    # a Discourse admin who copies the example gets a mapping Discourse's profile accepts.
+    mapping = page.get_by_label("Claim mapping")
+    claims = page.locator(".field", has=mapping).locator("pre.example").inner_text()
+    assert claims.strip() == 'username = "username"\ngroups = "member_type"'
+    mapping.fill(claims)
+    page.screenshot(path=str(screenshots / "admin-add-discourse-filled-wide.png"), full_page=True)
+    assert_accessible(page)
+    page.get_by_role("button", name="Save App Registration").click()
+    page.wait_for_url(f"{demo.url}/admin/registrations/{FORUM_SLUG}?done=added")
+    assert "The App Registration was saved." in page.inner_text("main")
+    assert FORUM_SECRET not in page.content()
+    page.screenshot(path=str(screenshots / "admin-discourse-saved-wide.png"), full_page=True)
+    assert_accessible(page)
+
+    # The URLs Discourse needs (steps 1, 4 and 5), from Endpoint Info.
+    page.get_by_role("navigation", name="Administration").get_by_role(
+        "link", name="Endpoint Info"
+    ).click()
+    group = page.get_by_role("region", name="Contoso Forum")
+    page.screenshot(
+        path=str(screenshots / "admin-endpoint-info-discourse-wide.png"), full_page=True
+    )
+    # What goes where in Discourse (steps 4 and 5), and its own way in for admins (step 6).
+    assert "“discourse connect url”" in group.inner_text()
+    assert "“logout redirect”" in group.inner_text()
+    assert f"{demo.forum(FORUM_SLUG)}/u/admin-login" in group.inner_text()
+    assert_accessible(page)
+    button = group.get_by_role("button", name="Copy Connect URL")
+    button.click()
+    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"{demo.url}/discourse/{FORUM_SLUG}"
+    # The button is to the left of the address it copies.
+    value = group.locator("code", has_text=copied).first
+    box, target = button.bounding_box(), value.bounding_box()
+    assert box is not None
+    assert target is not None
+    assert box["x"] + box["width"] <= target["x"]
+    assert FORUM_SECRET not in page.content()
+    assert problems == []  # no CSP violation: the copy script is a file of our own
+
+    # The copied URL works end to end: a member presses Log In on the demo forum, is
+    # sent to it with a signed request, signs in, and is back on the forum signed in.
+    member = browser.new_context()
+    try:
+        visit = member.new_page()
+        visit.on("console", watch)
+        visit.goto(f"{demo.forum(FORUM_SLUG)}/")
+        assert visit.inner_text("h1") == "Member Forum"
+        with visit.expect_request(lambda request: request.url.startswith(f"{copied}?sso=")):
+            visit.get_by_role("link", name="Log In", exact=True).click()
+        visit.wait_for_url(f"{demo.url}/login?request=*")
+        assert "Contoso Forum" in visit.inner_text("h1")
+        sign_in(visit, "jdoe")
+        visit.wait_for_url(f"{demo.forum(FORUM_SLUG)}/")
+        assert visit.inner_text("h1") == "Welcome, Jane Doe"
+        fields = visit.inner_text("table.claims")
+        assert "23210" in fields
+        assert "jane.doe@example.org" in fields
+        assert "groups" in fields  # the claim mapping saved through the form was used
+        visit.screenshot(path=str(screenshots / "admin-discourse-member-signed-in.png"))
+    finally:
+        member.close()
+    assert problems == []
 
 
 def _pages(demo: Demo) -> list[tuple[str, str]]:

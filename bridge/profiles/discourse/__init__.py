@@ -47,6 +47,20 @@ from bridge.profiles.refusals import refused
 from bridge.registry import Registration
 from bridge.schema import OptionsSchema
 
+#: Where each published address goes in Discourse (docs/discourse.md, steps 4 and 5).
+CONNECT_NOTE = (
+    "In Discourse: Admin, Settings, Login. Paste it into “discourse connect url”, the "
+    "registration's secret into “discourse connect secret”, then turn on “enable "
+    "discourse connect”."
+)
+LOGOUT_NOTE = (
+    "In Discourse: Admin, Settings, search for “logout redirect”. Logging out of the forum "
+    "then signs the person out of this bridge too."
+)
+FALLBACK_NOTE = (
+    "Bookmark it before turning DiscourseConnect on: it works even when single sign-on is broken."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class DiscourseProfile:
@@ -71,10 +85,20 @@ class DiscourseProfile:
 
     def endpoints(self, issuer: str, registration: Registration) -> Sequence[Endpoint]:
         connect = f"{issuer}{sign_in_path(self.name, registration.slug)}"
-        return (
-            Endpoint("Connect URL", connect),
-            Endpoint("Logout URL", f"{connect}/logout"),
-        )
+        found = [
+            Endpoint("Connect URL", connect, note=CONNECT_NOTE),
+            Endpoint("Logout URL", f"{connect}/logout", note=LOGOUT_NOTE),
+        ]
+        if isinstance(registration.options, DiscourseOptions):
+            # Discourse's own way in for its administrators, when single sign-on is broken.
+            found.append(
+                Endpoint(
+                    "Fallback: sign-in link by email (Discourse administrators)",
+                    f"{registration.options.discourse_url}/u/admin-login",
+                    note=FALLBACK_NOTE,
+                )
+            )
+        return found
 
     def read_request(self, request: Request, registration: Registration) -> dict[str, str | None]:
         return http.read_request(request, registration)

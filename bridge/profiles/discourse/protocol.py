@@ -499,15 +499,17 @@ SCHEMA = OptionsSchema(
         OptionField(
             "discourse_url",
             "Forum URL",
-            "The forum's address, e.g. https://forum.example.org (https only; a forum in a "
-            "subfolder keeps its path)",
+            "The forum's address as its members reach it, e.g. https://forum.example.org "
+            "(https only; a forum in a subfolder keeps its path, e.g. "
+            "https://example.org/forum)",
             required=True,
         ),
         OptionField(
             "connect_secret",
-            "Connect secret",
-            "The forum's discourse connect secret (Admin, Settings, Login), at least "
-            f"{MIN_SECRET_LENGTH} characters; kept encrypted",
+            "Discourse Connect Secret",
+            f"At least {MIN_SECRET_LENGTH} characters (make one with: openssl rand -hex 32); "
+            "paste the same into the forum's “discourse connect secret” (Admin, Settings, "
+            "Login). Kept encrypted, never shown again",
             required=True,
             kind="secret",
             secret="encrypt",
@@ -520,4 +522,5 @@ SCHEMA = OptionsSchema(
         ),
     ),
     parse=parse_options,
+    claims_example='username = "username"\ngroups = "member_type"',
 )
