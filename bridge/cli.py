@@ -235,8 +235,7 @@ def _printable(text: str) -> str:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
+    from bridge.storage.audit import event_data
     from bridge.storage.db import Database
     from bridge.storage.repo import Store
 
@@ -247,18 +246,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         events = Store(db).list_audit(limit=args.limit)
     finally:
         db.dispose()
-    rows = [
-        {
-            "at": event.at,
-            "time": datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "actor": event.actor,
-            "action": event.action,
-            "target": event.target,
-            "detail": json.loads(event.detail_json),
-            "ip": event.ip,
-        }
-        for event in events
-    ]
+    rows = [event_data(event) for event in events]
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return EXIT_OK

@@ -56,6 +56,7 @@ from bridge.services import Services, services
 from bridge.settings import Problem, is_valid_slug
 from bridge.stats import NO_REGISTRATION, sign_in_stats
 from bridge.storage import Conflict
+from bridge.storage.audit import event_data
 
 __all__ = ["PREFIX", "routes"]
 
@@ -457,19 +458,7 @@ async def list_audit(request: Request, known: Services, caller: Caller) -> Respo
     )
     return _json(
         {
-            "events": [
-                {
-                    "id": e.id,
-                    "at": e.at,
-                    "time": datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "actor": e.actor,
-                    "action": e.action,
-                    "target": e.target,
-                    "detail": json.loads(e.detail_json),
-                    "ip": e.ip,
-                }
-                for e in events
-            ],
+            "events": [event_data(e) for e in events],
             "limit": limit,
             "offset": offset,
         }

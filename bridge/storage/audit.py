@@ -9,13 +9,29 @@ What is worth recording is the caller's decision; no secret is ever passed in.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import col, select
 
 from bridge.storage.base import StoreBase, clip, compact_json
 from bridge.storage.models import AuditEventRow
+
+
+def event_data(event: AuditEventRow) -> dict[str, Any]:
+    """An event as the CLI and the admin API show it (``time`` in UTC, ``detail`` decoded)."""
+    return {
+        "id": event.id,
+        "at": event.at,
+        "time": datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "actor": event.actor,
+        "action": event.action,
+        "target": event.target,
+        "detail": json.loads(event.detail_json),
+        "ip": event.ip,
+    }
 
 
 class AuditStore(StoreBase):
