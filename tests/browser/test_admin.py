@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Locator, Page, expect
 
 from bridge.app import create_app
 from bridge.demo.run import DEMO_ZENDESK_SLUG, write_demo_config
@@ -77,6 +77,21 @@ def admin_page(context: BrowserContext, demo: Demo, path: str = "/admin") -> Pag
     return page
 
 
+def press_copy(page: Page, group: Locator, name: str) -> str:
+    """Press a copy button in ``group``; the clipboard's text, once the button checked
+    it sits to the left of the address it copied."""
+    button = group.get_by_role("button", name=name)
+    button.click()
+    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
+    copied: str = page.evaluate("navigator.clipboard.readText()")
+    value = group.locator("code", has_text=copied).first
+    box, target = button.bounding_box(), value.bounding_box()
+    assert box is not None
+    assert target is not None
+    assert box["x"] + box["width"] <= target["x"]
+    return copied
+
+
 def test_an_admin_adds_zendesk_copies_its_endpoint_and_it_works(
     demo: Demo, context: BrowserContext, browser: Browser
 ) -> None:
@@ -110,17 +125,8 @@ def test_an_admin_adds_zendesk_copies_its_endpoint_and_it_works(
     group = page.get_by_role("region", name="Contoso Helpdesk")
     assert "Update of external IDs?" in group.inner_text()
     assert "/access/sso_bypass" in group.inner_text()
-    button = group.get_by_role("button", name="Copy Zendesk Endpoint (Remote login URL)")
-    button.click()
-    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
-    copied = page.evaluate("navigator.clipboard.readText()")
+    copied = press_copy(page, group, "Copy Zendesk Endpoint (Remote login URL)")
     assert copied == f"{demo.url}/zendesk/{SLUG}"
-    # The button is to the left of the address it copies.
-    value = group.locator("code", has_text=copied).first
-    box, target = button.bounding_box(), value.bounding_box()
-    assert box is not None
-    assert target is not None
-    assert box["x"] + box["width"] <= target["x"]
     assert problems == []  # no CSP violation: the copy script is a file of our own
 
     # The copied URL works end to end: a member opens it and lands in the demo Zendesk.
@@ -191,17 +197,8 @@ def test_an_admin_adds_discourse_copies_its_connect_url_and_it_works(
     assert "“logout redirect”" in group.inner_text()
     assert f"{demo.forum(FORUM_SLUG)}/u/admin-login" in group.inner_text()
     assert_accessible(page)
-    button = group.get_by_role("button", name="Copy Connect URL")
-    button.click()
-    expect(button).to_have_text("Copied")  # once the clipboard write has resolved
-    copied = page.evaluate("navigator.clipboard.readText()")
+    copied = press_copy(page, group, "Copy Connect URL")
     assert copied == f"{demo.url}/discourse/{FORUM_SLUG}"
-    # The button is to the left of the address it copies.
-    value = group.locator("code", has_text=copied).first
-    box, target = button.bounding_box(), value.bounding_box()
-    assert box is not None
-    assert target is not None
-    assert box["x"] + box["width"] <= target["x"]
     assert FORUM_SECRET not in page.content()
     assert problems == []  # no CSP violation: the copy script is a file of our own
 
