@@ -5,17 +5,35 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
 import pytest
 
+from bridge.claims import USER_SCOPES, userinfo
 from bridge.identity import Identity
 from bridge.profiles import zendesk
-from bridge.profiles.zendesk import ZendeskOptions, build_jwt, error_hint, safe_return_to
+from bridge.profiles.zendesk import ZendeskOptions, encode_jwt, error_hint, safe_return_to
 from bridge.registry import parse_registration
 from bridge.settings import Problem, Problems
 from tests.support.profiles import PROFILES
+
+
+def build_jwt(
+    identity: Identity,
+    options: ZendeskOptions,
+    *,
+    now: int,
+    jti: str,
+    mapping: Mapping[str, str] | None = None,
+) -> str:
+    """The JWT for ``identity`` as the core builds it at sign-in: the claims userinfo
+    releases to a registration mapping ``mapping``, translated by the profile."""
+    mapping = mapping or {}
+    claims = userinfo(identity, USER_SCOPES, mapping, emails_verified=False)
+    return encode_jwt(claims, options, mapping, now=now, jti=jti)
+
 
 SECRET = "zendesk-shared-secret-0123456789abcdef"
 OPTIONS = ZendeskOptions(

@@ -22,8 +22,6 @@ from urllib.parse import unquote, urlsplit
 
 import jwt
 
-from bridge.claims import USER_SCOPES, userinfo
-from bridge.identity import Identity
 from bridge.schema import OptionField, OptionsSchema, optional_str_list, require_str
 from bridge.settings import Problems, Settings
 from bridge.urls import origin_of
@@ -269,21 +267,6 @@ def encode_jwt(
         headers=JWT_HEADER,
         sort_headers=False,
     )
-
-
-def build_jwt(
-    identity: Identity,
-    options: ZendeskOptions,
-    *,
-    now: int,
-    jti: str,
-    mapping: Mapping[str, str] | None = None,
-) -> str:
-    """:func:`encode_jwt` for ``identity``: the claims it releases to a registration
-    mapping ``mapping``, as the core computes them at sign-in."""
-    mapping = mapping or {}
-    claims = userinfo(identity, USER_SCOPES, mapping, emails_verified=False)
-    return encode_jwt(claims, options, mapping, now=now, jti=jti)
 
 
 # --- return_to ------------------------------------------------------------------
