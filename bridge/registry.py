@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
 from bridge.keys import SecretDecryptionError
@@ -75,15 +75,6 @@ class Registration:
     @property
     def imis_properties(self) -> tuple[str, ...]:
         return properties_needed(self.access, self.claims)
-
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            """``registration.<profile name>`` is its options (a shorthand for tests and
-            the REPL; the package reads options through each profile's typed accessor)."""
-            if not name.startswith("_") and name == object.__getattribute__(self, "profile"):
-                return object.__getattribute__(self, "options")
-            raise AttributeError(name)
 
     def to_data(self) -> dict[str, Any]:
         """Everything but secrets, as a user would write it in a file."""

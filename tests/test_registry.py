@@ -213,12 +213,12 @@ def test_oidc_client_secret_is_stored_hashed(registry: Registry, store: Store) -
     assert row.secret_hash is not None
     assert secret not in row.model_dump_json()
     assert verify_secret(secret, row.secret_hash)
-    assert not reg.oidc.is_public
+    assert not reg.options.is_public
 
 
 def test_public_oidc_client_has_no_secret(registry: Registry, store: Store) -> None:
     slug = unique("spa")
-    assert registry.add(slug, oidc(unique("c")), actor="test").oidc.is_public
+    assert registry.add(slug, oidc(unique("c")), actor="test").options.is_public
     row = store.get_registration(slug)
     assert row is not None
     assert row.secret_hash is None
@@ -237,7 +237,7 @@ def test_zendesk_secret_is_stored_encrypted(
     assert keys.decrypt_secret(row.secret_encrypted) == ZENDESK_SECRET
     reg = registry.get(slug)
     assert reg is not None
-    assert reg.zendesk.shared_secret == ZENDESK_SECRET
+    assert reg.options.shared_secret == ZENDESK_SECRET
 
 
 def test_secret_hash_cannot_be_given_instead_of_a_secret(registry: Registry) -> None:
@@ -254,11 +254,11 @@ def test_edit_keeps_the_secret_unless_a_new_one_is_given(registry: Registry) -> 
     registry.add(slug, oidc(unique("c"), client_secret=old), actor="test")
     edited = registry.edit(slug, {"name": "Renamed"}, actor="test")
     assert edited.name == "Renamed"
-    stored_hash = edited.oidc.client_secret_hash
+    stored_hash = edited.options.client_secret_hash
     assert stored_hash is not None
     assert verify_secret(old, stored_hash)
     rotated = registry.edit(slug, {"client_secret": new}, actor="test")
-    rotated_hash = rotated.oidc.client_secret_hash
+    rotated_hash = rotated.options.client_secret_hash
     assert rotated_hash is not None
     assert verify_secret(new, rotated_hash)
     assert not verify_secret(old, rotated_hash)
@@ -268,8 +268,8 @@ def test_edit_keeps_the_zendesk_secret(registry: Registry) -> None:
     slug = unique("helpdesk")
     registry.add(slug, zendesk(), actor="test")
     edited = registry.edit(slug, {"brand_hosts": ["help.contoso.com"]}, actor="test")
-    assert edited.zendesk.shared_secret == ZENDESK_SECRET
-    assert edited.zendesk.brand_hosts == ("help.contoso.com",)
+    assert edited.options.shared_secret == ZENDESK_SECRET
+    assert edited.options.brand_hosts == ("help.contoso.com",)
 
 
 def test_new_zendesk_secret_is_used_on_the_next_lookup_everywhere(
@@ -279,14 +279,14 @@ def test_new_zendesk_secret_is_used_on_the_next_lookup_everywhere(
     registry.add(slug, zendesk(), actor="test")
     before = registry.get(slug)
     assert before is not None
-    assert before.zendesk.shared_secret == ZENDESK_SECRET
+    assert before.options.shared_secret == ZENDESK_SECRET
     # Another process: its own registry over the same database.
     other = registry_with_files(tmp_path / "other", store, keys, {})
     registry.edit(slug, {"shared_secret": new}, actor="test")
     for reader in (registry, other):
         after = reader.get(slug)
         assert after is not None
-        assert after.zendesk.shared_secret == new
+        assert after.options.shared_secret == new
 
 
 def test_edit_removes_a_key_given_as_none(registry: Registry) -> None:
@@ -310,7 +310,7 @@ def test_invalid_edit_is_refused_and_nothing_changes(registry: Registry) -> None
         registry.edit(slug, {"redirect_uris": ["http://evil.example.org/cb"]}, actor="test")
     reg = registry.get(slug)
     assert reg is not None
-    assert reg.oidc.redirect_uris == ("https://app.example.org/cb",)
+    assert reg.options.redirect_uris == ("https://app.example.org/cb",)
 
 
 def test_to_data_never_holds_a_secret(registry: Registry, file_slug: str) -> None:
@@ -388,7 +388,7 @@ def test_secret_the_keyring_cannot_decrypt_names_the_remedy(
             elsewhere.all()
         new = "re-pasted-zendesk-secret-" + "c" * 20
         assert (
-            elsewhere.edit(slug, {"shared_secret": new}, actor="test").zendesk.shared_secret == new
+            elsewhere.edit(slug, {"shared_secret": new}, actor="test").options.shared_secret == new
         )
     finally:
         store.delete_registration(slug)

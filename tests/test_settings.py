@@ -468,7 +468,7 @@ def test_unresolved_registration_secrets_keep_the_registration_usable(tmp_path: 
     assert sink == []
     assert regs["portal"].to_data()["client_type"] == "confidential"
     assert regs["desk"].to_data()["shared_secret_set"] is True
-    secret = regs["desk"].zendesk.shared_secret
+    secret = regs["desk"].options.shared_secret
     assert isinstance(secret, UnresolvedSecret)
     with pytest.raises(ConfigurationError) as caught:
         secret.encode("utf-8")  # what signing a Zendesk JWT does first
@@ -489,7 +489,7 @@ def test_an_unresolved_client_secret_verifies_nothing(tmp_path: Path) -> None:
     [reg] = load_file_registrations(
         settings.registrations, [], profiles=PROFILES, hash_secret=hash_secret
     )
-    stored = reg.oidc.client_secret_hash
+    stored = reg.options.client_secret_hash
     assert stored is not None
     assert not any(verify_secret(guess, stored) for guess in ("", "${PORTAL_SECRET}", stored))
 
@@ -687,7 +687,7 @@ def test_zendesk_subdomain_is_normalised(tmp_path: Path, given: str) -> None:
 
     settings = load(write(tmp_path, registrations={"helpdesk": HELPDESK.replace("contoso", given)}))
     [reg] = load_file_registrations(settings.registrations, [], profiles=PROFILES, hash_secret=str)
-    assert reg.zendesk.subdomain == "contoso"
+    assert reg.options.subdomain == "contoso"
 
 
 def test_zendesk_short_shared_secret_is_refused(tmp_path: Path) -> None:

@@ -600,7 +600,7 @@ def test_b3_secrets_and_tokens_are_stored_hashed(
     bridge: Harness, browser: httpx.Client, portal: Rp
 ) -> None:
     registration = bridge.services.registry.by_client_id("portal")
-    stored = registration.oidc.client_secret_hash
+    stored = registration.options.client_secret_hash
     assert stored.startswith("hmac-sha256$")
     assert PORTAL_SECRET not in stored
     assert PORTAL_SECRET not in repr(registration)

@@ -92,7 +92,7 @@ class Setup:
     def secret(self, subdomain: str) -> str | None:
         slug = self.slugs.get(subdomain)
         registration = self.bridge.services.registry.get(slug) if slug else None
-        return str(registration.zendesk.shared_secret) if registration else None
+        return str(registration.options.shared_secret) if registration else None
 
     def remote_login_url(self, subdomain: str) -> str | None:
         slug = self.slugs.get(subdomain)

@@ -49,7 +49,7 @@ def test_valid_registration_and_its_defaults() -> None:
     reg, found = parse(portal())
     assert found == []
     assert reg is not None
-    options = reg.oidc
+    options = reg.options
     assert isinstance(options, OidcOptions)
     assert options.scopes == DEFAULT_SCOPES
     assert options.id_token_signed_response_alg == "RS256"
@@ -63,7 +63,7 @@ def test_valid_registration_and_its_defaults() -> None:
 def test_without_a_secret_it_is_a_public_client() -> None:
     reg, _ = parse(portal(client_secret=None))
     assert reg is not None
-    assert reg.oidc.is_public
+    assert reg.options.is_public
     assert reg.to_data()["client_type"] == "public"
 
 
@@ -130,7 +130,7 @@ def test_a_public_client_may_list_web_origins() -> None:
     reg, found = parse(portal(client_secret=None, web_origins=origins))
     assert found == []
     assert reg is not None
-    assert reg.oidc.web_origins == tuple(origins)
+    assert reg.options.web_origins == tuple(origins)
     assert reg.to_data()["web_origins"] == origins
 
 
@@ -198,7 +198,7 @@ def test_unknown_scope_and_missing_openid_are_both_reported() -> None:
 def test_duplicate_scopes_are_kept_once() -> None:
     reg, _ = parse(portal(scopes=["openid", "email", "openid"]))
     assert reg is not None
-    assert reg.oidc.scopes == ("openid", "email")
+    assert reg.options.scopes == ("openid", "email")
 
 
 @pytest.mark.parametrize("alg", ["HS256", "none", "rs256", ["RS256"]])
@@ -211,7 +211,7 @@ def test_bad_signing_alg_is_refused(alg: object) -> None:
 def test_es256_may_be_chosen() -> None:
     reg, _ = parse(portal(id_token_signed_response_alg="ES256"))
     assert reg is not None
-    assert reg.oidc.id_token_signed_response_alg == "ES256"
+    assert reg.options.id_token_signed_response_alg == "ES256"
 
 
 @pytest.mark.parametrize("secret", ["short", "x" * 15, 1234567890123456789])
