@@ -14,6 +14,7 @@ data and token hashes), and SQLite gives its -wal and -shm files the same mode.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, TypeVarTuple
 
+import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.runtime.migration import MigrationContext
@@ -118,6 +120,8 @@ class Database:
         echo: bool = False,
     ) -> None:
         self.url = make_url(url)
+        self._pool_capacity = pool_size + max_overflow
+        self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
         backend = self.url.get_backend_name()
         if backend == "sqlite":
             self.backend: Backend = "sqlite"
@@ -196,12 +200,30 @@ class Database:
                 raise
 
     async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
-        """Run blocking ``fn(*args)`` in a worker thread so the event loop never waits on I/O.
+        """Run the database work ``fn(*args)`` for async code.
 
+        SQLite: on the calling thread. Its statements are local-file work of
+        microseconds, and one process then never has two transactions under
+        way, so it never waits on its own write lock; a hop to a worker thread
+        would cost more than the work and make the threads fight for the GIL
+        and the lock. Only another process's write (another worker, a CLI
+        command) can make a write wait, for at most that transaction.
+        PostgreSQL: in a worker thread (a round trip must not stall the event
+        loop), at most as many at once as the pool has connections, so no
+        thread waits for one and no connection is opened beyond the pool.
         Outages, however ``fn`` reached the database, raise :class:`DatabaseUnavailable`.
         """
         with translate_unavailable():
-            return await anyio.to_thread.run_sync(fn, *args)
+            if self.backend == "sqlite":
+                return fn(*args)
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter())
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        # A limiter belongs to the event loop it was made in (tests run several loops).
+        loop = asyncio.get_running_loop()
+        if self._threads is None or self._threads[0] is not loop:
+            self._threads = (loop, anyio.CapacityLimiter(self._pool_capacity))
+        return self._threads[1]
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query now (for ``/readyz``)."""
