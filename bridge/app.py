@@ -6,8 +6,8 @@ opens the database and the key store and builds the typed
 user store, mounts the core routes, the admin's (pages and JSON API under
 ``/admin``) and each profile's under ``/{profile}``, the cross-cutting
 middleware (security headers, body limits, error pages), and runs the scheduled
-purge (:mod:`bridge.housekeeping`) while the app lives. It holds no protocol
-logic and nothing happens at import time.
+purge and the writing of sign-in counts (:mod:`bridge.housekeeping`) while the
+app lives. It holds no protocol logic and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ from bridge import admin
 from bridge.admin import api as admin_api
 from bridge.connectors import UserStore
 from bridge.demo.mounts import demo_routes
-from bridge.housekeeping import purge_periodically
+from bridge.housekeeping import (
+    COUNTS_FLUSH_SECONDS,
+    flush_counts,
+    flush_counts_periodically,
+    purge_periodically,
+)
 from bridge.keys import KeyStore, hash_secret
 from bridge.manage import Registrations
 from bridge.middleware import SecurityHeadersMiddleware, error_handlers
@@ -157,6 +162,9 @@ def create_app(
         if on_startup is not None:
             on_startup(services)
         log.info("imis-bridge ready at %s", settings.issuer)
+        counting = asyncio.create_task(
+            flush_counts_periodically(services, COUNTS_FLUSH_SECONDS), name="sign-in counts"
+        )
         purging = None
         if settings.purge_interval_seconds > 0:
             purging = asyncio.create_task(
@@ -166,10 +174,12 @@ def create_app(
             # Also as lifespan state, so mounted sub-apps (demo pages) reach it as request.state.
             yield {"services": services}
         finally:
-            if purging is not None:
-                purging.cancel()  # a purge under way finishes its batch first
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+            for task in (purging, counting):
+                if task is not None:
+                    task.cancel()  # a purge under way finishes its batch first
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await flush_counts(services)
             await services.users.aclose()
             services.db.dispose()
 

@@ -1,4 +1,5 @@
-"""Scheduled purge of expired state inside each bridge process (SECURITY D8).
+"""Scheduled work inside each bridge process: the purge of expired state (SECURITY D8)
+and writing the sign-in counts.
 
 Every process runs :func:`purge_periodically` from the app's lifespan: about
 every ``purge_interval_seconds`` (with jitter, so several processes do not all
@@ -7,6 +8,10 @@ wake together) it deletes what nobody can use any more through
 bounded batches, and on PostgreSQL lets one process purge at a time. A failed
 purge is logged and retried at the next turn; it never stops the server. This
 module decides *when* to purge; *what* is expired is the Store's business.
+
+Sign-ins are counted in memory (:meth:`bridge.storage.Store.count_sign_in`);
+:func:`flush_counts_periodically` writes them every :data:`COUNTS_FLUSH_SECONDS`
+and the app's lifespan once more at shutdown (:func:`flush_counts`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from bridge.services import Services
 from bridge.storage.db import DatabaseUnavailable
 
 log = logging.getLogger("bridge.housekeeping")
+
+#: How often each process writes the sign-ins it counted (what another process's
+#: statistics page lags behind at most).
+COUNTS_FLUSH_SECONDS = 5.0
 
 
 def describe(counts: dict[str, int]) -> str:
@@ -56,3 +65,20 @@ async def purge_periodically(services: Services, interval: float) -> None:
             log.info("purged expired rows: %s", describe(counts))
         else:
             log.debug("purged expired rows: nothing to remove")
+
+
+async def flush_counts(services: Services) -> None:
+    """Write the sign-ins this process counted; a failure is logged (they are kept)."""
+    try:
+        await services.db.run(services.store.flush_sign_ins)
+    except DatabaseUnavailable as error:
+        log.warning("sign-in counts not written yet: database unavailable (%s)", error.detail)
+    except Exception:
+        log.exception("sign-in counts not written yet; trying again at the next turn")
+
+
+async def flush_counts_periodically(services: Services, interval: float) -> None:
+    """Write the counted sign-ins every ``interval`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(interval)
+        await flush_counts(services)

@@ -1,8 +1,9 @@
 """Sign-in statistics: counting how each sign-in to a registration ended, and reading them back.
 
 This module owns *when* a sign-in outcome is counted and the one way it is
-counted (:func:`count`: one upsert in the thread pool; a failure is logged and
-swallowed, so counting never breaks a sign-in). The points where an outcome is
+counted (:func:`count`: in the process's memory, written to the database in
+batches by :func:`~bridge.housekeeping.flush_periodically`, so counting costs a
+sign-in no database work and can never break it). The points where an outcome is
 decided call it: the sign-in page (:func:`count_login`, and the throttle), and
 the two flows that let a person into an app, wrapped in :func:`counted` (the
 OIDC authorization and the profiles' shared flow), which counts the answer as a
@@ -66,9 +67,8 @@ async def count(request: Request, registration: str, outcome: Outcome) -> None:
     Never raises: a sign-in goes on whether or not it could be counted.
     """
     known = services(request)
-    now = int(time.time())
     try:
-        await known.db.run(lambda: known.store.count_sign_in(registration, outcome, now=now))
+        known.store.count_sign_in(registration, outcome, now=int(time.time()))
     except Exception:
         log.warning(
             "sign-in not counted: registration=%s outcome=%s",

@@ -340,3 +340,21 @@ def test_d3_a_throttled_attempt_is_counted_as_throttled(bridge: Harness) -> None
         ("stats-desk", Outcome.WRONG_PASSWORD): 3,
         ("stats-desk", Outcome.THROTTLED): 1,
     }
+
+
+def test_counts_reach_the_database_at_shutdown_without_a_reader(
+    tmp_path: Path, database_factory: Any
+) -> None:
+    """Counting is in memory; the app writes what it counted when it stops (and every
+    few seconds before), so another process's statistics see it."""
+    from bridge.storage import Database, Store
+
+    url = database_factory.migrated_url()
+    with (
+        running_bridge(tmp_path, url, registrations={"stats-desk": DESK}) as harness,
+        harness.client() as browser,
+    ):
+        assert sign_in(browser, "/zendesk/stats-desk", "jdoe").status_code == 200
+    with Database(url) as database:  # another process: nothing of the first one's memory
+        found = sign_in_stats(Store(database), "stats-desk", int(time.time()))
+    assert found.hours.totals[Outcome.SUCCESS] == 1

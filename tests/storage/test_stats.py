@@ -1,8 +1,9 @@
 """Conformance of the sign-in counters (:mod:`bridge.storage.stats`) on SQLite and PostgreSQL.
 
-One row per (registration, outcome, hour), incremented by an upsert that loses
-no count under concurrency; read back summed per (outcome, hour); purged after
-31 days; and nothing personal stored.
+Counted in memory, then one row per (registration, outcome, hour), added to by
+an upsert that loses no count when many processes flush at once; a failed flush
+keeps its counts; read back summed per (outcome, hour); purged after 31 days;
+and nothing personal stored.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from bridge.stats import sign_in_stats
-from bridge.storage import Database, Store
+from bridge.storage import Database, DatabaseUnavailable, Store
 from bridge.storage.models import SignInCountRow
 from bridge.storage.stats import STATS_KEEP_SECONDS, Outcome, bucket_of
 
@@ -37,6 +38,7 @@ def fresh_store(empty_database_url: str) -> Iterator[Store]:
 
 
 def rows_of(store: Store, registration: str) -> list[SignInCountRow]:
+    store.flush_sign_ins()
     with store.db.session(write=False) as s:
         query = select(SignInCountRow).where(SignInCountRow.registration == registration)  # type: ignore[arg-type]
         return list(s.scalars(query))
@@ -84,20 +86,38 @@ def test_counts_are_read_back_per_registration_or_summed_over_all(fresh_store: S
         store.sign_in_counts(registration=None, since=NOW, step=600)
 
 
-def test_parallel_increments_lose_no_count(store: Store) -> None:
-    """Many processes count the same counter at once: the upsert is atomic."""
+def test_parallel_flushes_lose_no_count(store: Store) -> None:
+    """Many processes (a Store each) count the same counter and flush at once: the
+    upsert is atomic; threads counting in one process lose nothing either."""
     app = slug()
-    threads, each = 8, 25
+    processes, threads, each = 4, 4, 25
+    stores = [Store(store.db) for _ in range(processes)]
 
-    def work() -> None:
+    def work(one: Store) -> None:
         for _ in range(each):
-            store.count_sign_in(app, Outcome.SUCCESS, now=NOW)
+            one.count_sign_in(app, Outcome.SUCCESS, now=NOW)
+        one.flush_sign_ins()
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for future in [pool.submit(work) for _ in range(threads)]:
+    with ThreadPoolExecutor(max_workers=processes * threads) as pool:
+        jobs = [pool.submit(work, one) for one in stores for _ in range(threads)]
+        for future in jobs:
             future.result()
     [row] = rows_of(store, app)
-    assert row.count == threads * each
+    assert row.count == processes * threads * each
+
+
+def test_counting_needs_no_database_and_a_failed_flush_loses_nothing(store: Store) -> None:
+    app = slug()
+    down = Store(Database("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1"))
+    down.count_sign_in(app, Outcome.SUCCESS, now=NOW)  # no database work: cannot fail
+    down.count_sign_in(app, Outcome.SUCCESS, now=NOW)
+    with pytest.raises(DatabaseUnavailable):
+        down.flush_sign_ins()
+    # What could not be written is kept: the same counts reach a working database later.
+    down.db = store.db
+    assert down.flush_sign_ins() == 1
+    assert down.flush_sign_ins() == 0  # written once, not twice
+    assert [r.count for r in rows_of(store, app)] == [2]
 
 
 def test_a_long_slug_is_clipped_not_refused(store: Store) -> None:
@@ -111,6 +131,7 @@ def test_purge_removes_counters_older_than_31_days(fresh_store: Store) -> None:
     store.count_sign_in("portal", Outcome.SUCCESS, now=NOW - STATS_KEEP_SECONDS - HOUR)
     store.count_sign_in("portal", Outcome.WRONG_PASSWORD, now=NOW - 30 * DAY)
     store.count_sign_in("portal", Outcome.SUCCESS, now=NOW)
+    store.flush_sign_ins()
     counts = store.purge_expired(now=NOW)
     assert counts is not None
     assert counts["sign-in counts"] == 1
