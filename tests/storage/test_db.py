@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -219,11 +220,13 @@ def test_session_commits_on_success_and_rolls_back_on_error(db: Database) -> Non
 
 
 @pytest.mark.anyio
-async def test_run_does_the_work_in_a_worker_thread(db: Database) -> None:
+async def test_run_keeps_sqlite_on_the_loop_and_postgresql_off_it(db: Database) -> None:
+    """SQLite's microsecond statements run inline (no thread hop, no lock fight between
+    threads); a PostgreSQL round trip must not stall the event loop."""
     store = Store(db)
     loop_thread = threading.get_ident()
     worker = await db.run(threading.get_ident)
-    assert worker != loop_thread
+    assert (worker == loop_thread) is (db.backend == "sqlite")
     assert await db.run(partial(store.throttle_state, ["nobody"], now=0, window_seconds=60)) == 0
     assert await db.run(store.get_registration, "missing") is None
     assert await db.run(db.ping) is True
@@ -297,3 +300,31 @@ def test_connections_killed_by_the_server_are_replaced_silently(db: Database) ->
     with Database(make_url(db.url)) as admin, admin.session() as s:
         s.connection().execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": own})
     assert store.get_registration("missing") is None
+
+
+@pytest.mark.anyio
+async def test_postgresql_runs_at_most_pool_size_threads_at_once(db: Database) -> None:
+    """No thread waits for a pooled connection, and none is opened beyond the pool."""
+    if db.backend != "postgresql":
+        pytest.skip("SQLite runs inline")
+    small = Database(db.url, pool_size=2, max_overflow=1)
+    running = 0
+    most = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal running, most
+        with guard:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with guard:
+            running -= 1
+
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(small.run, work)
+    finally:
+        small.dispose()
+    assert most == 3
