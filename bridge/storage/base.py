@@ -2,7 +2,10 @@
 
 This module owns how a stored secret is kept (only its SHA-256), the helpers
 every query uses (UPDATE/DELETE without ORM synchronisation, INSERT with ON
-CONFLICT in the database's dialect, clipped text, compact JSON), the
+CONFLICT in the database's dialect, clipped text, compact JSON; Core tables and
+rows for the hot paths' statements, which are built once, with bound
+parameters, and run without the ORM: building and ORM-executing a statement
+cost several times the SQLite work it asks for), the
 :class:`Conflict` error, and the transaction a method runs in: a short one of
 its own, or, inside :meth:`StoreBase.unit_of_work` once :meth:`StoreBase.begin_unit`
 was called, the one transaction the whole block shares (a token exchange).
@@ -21,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Delete, Update, delete, update
+from sqlalchemy import Connection, Delete, Row, Table, Update, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -46,6 +49,18 @@ def new_secret() -> tuple[str, str]:
     """A fresh random secret and its stored hash: ``(raw, hash)``."""
     raw = secrets.token_urlsafe(32)
     return raw, hash_token(raw)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table behind a model (for statements built once, at import)."""
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+def row_as(model: type[M], row: Row[Any]) -> M:
+    """A model instance from a Core row of its table's columns."""
+    return model.model_validate(dict(row._mapping))
 
 
 def update_rows(model: type[M]) -> Update:
@@ -154,6 +169,20 @@ class StoreBase:
             return
         with self.db.session() as s:
             yield s
+
+    @contextmanager
+    def _core(self) -> Iterator[Connection]:
+        """A Core connection for prebuilt statements (:func:`prebuilt`): inside a begun
+        unit of work, the unit's (what the ORM pends is flushed first); else one whose
+        statements each commit by themselves, as in :meth:`_statements`."""
+        shared = self._shared()
+        if shared is not None:
+            with self._joined(shared) as s:
+                s.flush()
+                yield s.connection()
+            return
+        with self.db.connect() as connection:
+            yield connection
 
     def _insert(self, model: type[M]) -> postgresql.Insert | sqlite.Insert:
         """INSERT with ON CONFLICT support, in this database's dialect."""

@@ -47,6 +47,8 @@ Ts = TypeVarTuple("Ts")
 _UPGRADE_LOCK_ID = 0x1B41D6E
 #: Execution option carrying the SQLite ``BEGIN`` mode of a connection.
 _SQLITE_BEGIN = "bridge_sqlite_begin"
+#: That mode for statements that each commit by themselves (no BEGIN at all).
+_NO_BEGIN = "AUTOCOMMIT"
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -151,12 +153,13 @@ class Database:
         # Same pool; on SQLite, transactions from here start with a plain
         # (deferred) BEGIN so readers never queue behind the writer.
         self._read_engine = self._engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"})
-        # PostgreSQL: no BEGIN/COMMIT round trips around statements that are
-        # atomic on their own. SQLite has no round trips to save: deferred.
+        # No BEGIN/COMMIT around statements that are atomic on their own: on
+        # PostgreSQL that saves two round trips, on SQLite two statements
+        # (each statement then commits by itself, as in PostgreSQL's autocommit).
         self._autocommit_engine = (
             self._engine.execution_options(isolation_level="AUTOCOMMIT")
             if self.backend == "postgresql"
-            else self._read_engine
+            else self._engine.execution_options(**{_SQLITE_BEGIN: _NO_BEGIN})
         )
 
     def __repr__(self) -> str:
@@ -181,9 +184,9 @@ class Database:
         ``write=False`` is for blocks that only read (on SQLite they then do not
         take the write lock; a write in such a block must be the first statement
         after a commit). ``autocommit=True`` lets every statement commit on its
-        own on PostgreSQL, saving two round trips; use it only for one statement,
-        or for a sequence where every prefix leaves a consistent state (on
-        SQLite it is a ``write=False`` transaction). Objects stay usable after
+        own (no BEGIN, no COMMIT: two round trips saved on PostgreSQL, two
+        statements on SQLite); use it only for one statement, or for a sequence
+        where every prefix leaves a consistent state. Objects stay usable after
         the block (no expiry on commit). Outages raise :class:`DatabaseUnavailable`.
         """
         bind: Engine
@@ -198,6 +201,16 @@ class Database:
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection whose statements each commit by themselves (no BEGIN, no
+        COMMIT), for prebuilt statements on the hot paths; the same rules as
+        ``session(autocommit=True)``, without the ORM's per-call cost. Outages raise
+        :class:`DatabaseUnavailable`."""
+        with translate_unavailable(), self._autocommit_engine.connect() as connection:
+            yield connection
+            connection.commit()
 
     async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run the database work ``fn(*args)`` for async code.
@@ -342,7 +355,8 @@ def _sqlite_engine(
         # a deferred transaction that reads and then writes would instead fail
         # at once with SQLITE_BUSY when another writer committed in between.
         mode = connection.get_execution_options().get(_SQLITE_BEGIN, "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode != _NO_BEGIN:
+            connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

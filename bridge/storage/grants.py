@@ -16,11 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, case, exists, func, insert
+import sqlalchemy as sql
+from sqlalchemy import ColumnElement, Row, bindparam, case, exists, func, insert
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, col, select
 
-from bridge.storage.base import Conflict, StoreBase, hash_token, new_secret, update_rows
+from bridge.storage.base import (
+    Conflict,
+    StoreBase,
+    hash_token,
+    new_secret,
+    table_of,
+    update_rows,
+)
 from bridge.storage.models import AuthorizationCodeRow, GrantRow, TokenRow
 
 #: Redeemed and expired codes are kept this long so a late replay is still
@@ -96,6 +104,31 @@ def _successor_used(s: Session, parent_hash: str) -> bool:
         .limit(1)
     )
     return s.exec(query).first() is not None
+
+
+# Every bearer request (userinfo, introspection) runs one of these: built once.
+_TOKENS = table_of(TokenRow)
+_GRANTS = table_of(GrantRow)
+_ACTIVE_TOKEN = (
+    sql.select(*_TOKENS.columns, *_GRANTS.columns)
+    .select_from(_TOKENS.join(_GRANTS, _GRANTS.c.id == _TOKENS.c.grant_id))
+    .where(
+        _TOKENS.c.token_hash == bindparam("digest"),
+        _TOKENS.c.expires_at > bindparam("now"),
+        _TOKENS.c.revoked_at.is_(None),
+        _TOKENS.c.rotated_at.is_(None),
+        _GRANTS.c.revoked_at.is_(None),
+    )
+)
+_ACTIVE_TOKEN_OF_KIND = _ACTIVE_TOKEN.where(_TOKENS.c.kind == bindparam("kind"))
+
+
+def _token_and_grant(row: Row[Any]) -> tuple[TokenRow, GrantRow]:
+    """Split a row of :data:`_ACTIVE_TOKEN` (the token's columns, then the grant's)."""
+    split = len(_TOKENS.columns)
+    token = TokenRow.model_validate(dict(zip(_TOKENS.columns.keys(), row[:split], strict=True)))
+    grant = GrantRow.model_validate(dict(zip(_GRANTS.columns.keys(), row[split:], strict=True)))
+    return token, grant
 
 
 class GrantStore(StoreBase):
@@ -303,22 +336,13 @@ class GrantStore(StoreBase):
         Unusable: unknown, expired, revoked, a refresh token already rotated,
         or its grant revoked. ``kind`` ("access" | "refresh") narrows the match.
         """
-        query = (
-            select(TokenRow, GrantRow)
-            .join(GrantRow, col(GrantRow.id) == col(TokenRow.grant_id))
-            .where(
-                col(TokenRow.token_hash) == hash_token(raw),
-                col(TokenRow.expires_at) > now,
-                col(TokenRow.revoked_at).is_(None),
-                col(TokenRow.rotated_at).is_(None),
-                col(GrantRow.revoked_at).is_(None),
-            )
-        )
-        if kind is not None:
-            query = query.where(col(TokenRow.kind) == kind)
-        with self._statements() as s:
-            found = s.exec(query).first()
-        return None if found is None else (found[0], found[1])
+        statement = _ACTIVE_TOKEN if kind is None else _ACTIVE_TOKEN_OF_KIND
+        params = {"digest": hash_token(raw), "now": now, "kind": kind}
+        with self._core() as connection:
+            found = connection.execute(statement, params).first()
+        if found is None:
+            return None
+        return _token_and_grant(found)
 
     def rotate_refresh(
         self, raw: str, *, client_id: str, now: int, grace_seconds: int

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sql
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 
 from bridge.storage.base import (
@@ -21,12 +23,26 @@ from bridge.storage.base import (
     delete_rows,
     hash_token,
     new_secret,
-    update_rows,
+    row_as,
+    table_of,
 )
 from bridge.storage.models import BrowserSessionRow, PendingRequestRow
 
 #: A session's last_seen_at is written at most this often (reads stay reads).
 SESSION_TOUCH_SECONDS = 60
+
+# Every browser request with a session cookie runs these: built once.
+_SESSIONS = table_of(BrowserSessionRow)
+_LIVE_SESSION = sql.select(_SESSIONS).where(
+    _SESSIONS.c.id_hash == bindparam("digest"),
+    _SESSIONS.c.expires_at > bindparam("now"),
+    _SESSIONS.c.last_seen_at > bindparam("idle_since"),
+)
+_TOUCH_SESSION = (
+    update(_SESSIONS)
+    .where(_SESSIONS.c.id_hash == bindparam("digest"), _SESSIONS.c.last_seen_at < bindparam("now"))
+    .values(last_seen_at=bindparam("now"))
+)
 
 
 class SessionStore(StoreBase):
@@ -66,30 +82,16 @@ class SessionStore(StoreBase):
         Marks the session seen, at most once per :data:`SESSION_TOUCH_SECONDS`.
         """
         digest = hash_token(raw_id)
-        query = select(BrowserSessionRow).where(
-            col(BrowserSessionRow.id_hash) == digest,
-            col(BrowserSessionRow.expires_at) > now,
-            col(BrowserSessionRow.last_seen_at) > now - idle_seconds,
-        )
-        with self._statements() as s:
-            row = s.exec(query).first()
-            if row is None or now - row.last_seen_at < SESSION_TOUCH_SECONDS:
+        with self._core() as connection:
+            found = connection.execute(
+                _LIVE_SESSION, {"digest": digest, "now": now, "idle_since": now - idle_seconds}
+            ).first()
+            if found is None:
+                return None
+            row = row_as(BrowserSessionRow, found)
+            if now - row.last_seen_at < SESSION_TOUCH_SECONDS:
                 return row
-            if self.db.backend == "sqlite":
-                # End the read transaction first: on SQLite a write that follows
-                # a read in one deferred transaction fails instead of waiting.
-                # (PostgreSQL runs autocommit here; a commit would only cost a
-                # second connection checkout.)
-                s.commit()
-            s.exec(
-                update_rows(BrowserSessionRow)
-                .where(
-                    col(BrowserSessionRow.id_hash) == digest,
-                    col(BrowserSessionRow.last_seen_at) < now,
-                )
-                .values(last_seen_at=now)
-            )
-            s.expunge(row)
+            connection.execute(_TOUCH_SESSION, {"digest": digest, "now": now})
         row.last_seen_at = now
         return row
 
