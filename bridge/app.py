@@ -65,6 +65,7 @@ def build_registry(
         hash_secret=hash_secret,
         encrypt=keys.encrypt_secret,
         decrypt=keys.decrypt_secret,
+        cache_seconds=settings.registry_cache_seconds,
     )
     clashes = registry.conflicts()
     if clashes:

@@ -8,9 +8,14 @@ profile's options schema (:mod:`bridge.schema`); this module validates the
 common keys and, whatever the profile, keeps a secret the schema marks ``"hash"``
 as a hash and one marked ``"encrypt"`` encrypted before anything is stored. It
 knows no profile by name: the profiles it can read are given to it. Stored
-registrations are read from the database on every look-up, so an edit (a new
-shared secret, say) takes effect on the next request on every instance without a
-restart. A file's secret whose ``${VAR}`` a command left unset (see
+registrations looked up by slug or client_id are kept in memory, parsed and with
+their secrets decrypted, as is a "no such registration" (at most
+``CACHE_SIZE`` entries: a :class:`~bridge.cache.GenerationCache`); every write of
+a registration counts a generation in the database, which each process reads at
+most once per ``registry_cache_seconds``, so an edit (a new shared secret, say)
+takes effect without a restart on every instance within that time, and at once
+in the process that made it. Listings (:meth:`Registry.all`) always read the
+database. A file's secret whose ``${VAR}`` a command left unset (see
 ``load_settings(resolve_env=False)``) stays unresolved here and fails, naming the
 variable, only if it is used.
 """
@@ -20,10 +25,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self
 
+from bridge.cache import GenerationCache, Missing
 from bridge.errors import BadRequest, InvalidRegistration, NotFound
 from bridge.keys import SecretDecryptionError
 from bridge.schema import (
@@ -296,6 +303,13 @@ class RegistrationStore(Protocol):
     def insert_registration(self, row: RegistrationRow) -> object: ...
     def update_registration(self, row: RegistrationRow) -> object: ...
     def delete_registration(self, slug: str) -> bool: ...
+    def registrations_generation(self) -> int: ...
+
+
+#: Stored registrations (and misses) a registry keeps in memory, by slug and by client_id.
+CACHE_SIZE = 1000
+#: A look-up key of the cache: ("slug", slug) or ("client_id", client_id).
+_Key = tuple[Literal["slug", "client_id"], str]
 
 
 class Registry:
@@ -310,6 +324,8 @@ class Registry:
         hash_secret: Callable[[str], str],
         encrypt: Callable[[str], str],
         decrypt: Callable[[str], str],
+        cache_seconds: float = 2.0,
+        cache_size: int = CACHE_SIZE,
     ) -> None:
         self._files = {r.slug: r for r in files}
         self._file_clients = {r.client_id: r for r in files if r.client_id}
@@ -318,23 +334,39 @@ class Registry:
         self._hash = hash_secret
         self._encrypt = encrypt
         self._decrypt = decrypt
+        self._cache: GenerationCache[_Key, Registration | None] = GenerationCache(
+            store.registrations_generation, interval=cache_seconds, size=cache_size
+        )
 
     # --- reading ------------------------------------------------------------
 
-    def in_files(self, *, slug: str = "", client_id: str = "") -> Registration | None:
-        """A file registration, answered from memory (no database, so no thread hop)."""
-        return self._files.get(slug) or self._file_clients.get(client_id)
+    def in_memory(self, *, slug: str = "", client_id: str = "") -> tuple[bool, Registration | None]:
+        """``(True, registration or None)`` when memory can answer without the database
+        (a file registration, or a stored one or a miss kept and still fresh);
+        ``(False, None)`` when only :meth:`get` / :meth:`by_client_id` can."""
+        found = self._files.get(slug) or self._file_clients.get(client_id)
+        if found is not None:
+            return True, found
+        kept = self._cache.peek(("slug", slug) if slug else ("client_id", client_id))
+        if isinstance(kept, Missing):
+            return False, None
+        return True, kept
 
     def get(self, slug: str) -> Registration | None:
         if slug in self._files:
             return self._files[slug]
-        row = self._store.get_registration(slug)
-        return self._from_row(row) if row else None
+        return self._cache.get(("slug", slug), lambda: self._stored(slug=slug))
 
     def by_client_id(self, client_id: str) -> Registration | None:
         if client_id in self._file_clients:
             return self._file_clients[client_id]
-        row = self._store.get_registration_by_client_id(client_id)
+        return self._cache.get(("client_id", client_id), lambda: self._stored(client_id=client_id))
+
+    def _stored(self, *, slug: str = "", client_id: str = "") -> Registration | None:
+        if slug:
+            row = self._store.get_registration(slug)
+        else:
+            row = self._store.get_registration_by_client_id(client_id)
         return self._from_row(row) if row else None
 
     def all(self, *, unreadable: list[Problem] | None = None) -> list[Registration]:
@@ -447,7 +479,8 @@ class Registry:
         reg = self._validate(slug, data)
         self._check_client_id(reg)
         row = self._to_row(reg, existing=None, actor=actor)
-        self._store.insert_registration(row)
+        with self._changing():
+            self._store.insert_registration(row)
         return reg
 
     def edit(self, slug: str, changes: Mapping[str, Any], *, actor: str) -> Registration:
@@ -476,7 +509,8 @@ class Registry:
         self._restore_secrets(row, data, keep=frozenset(changes))
         reg = self._validate(slug, data, stored_hash=True)
         self._check_client_id(reg)
-        self._store.update_registration(self._to_row(reg, existing=row, actor=actor))
+        with self._changing():
+            self._store.update_registration(self._to_row(reg, existing=row, actor=actor))
         return reg
 
     def remove(self, slug: str) -> bool:
@@ -484,7 +518,17 @@ class Registry:
             raise BadRequest(
                 f"{slug!r} is defined in {self._files[slug].file}; files are read-only"
             )
-        return self._store.delete_registration(slug)
+        with self._changing():
+            return self._store.delete_registration(slug)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a write: whatever it did, this process forgets what it kept (other
+        processes learn it from the generation the write counted)."""
+        try:
+            yield
+        finally:
+            self._cache.invalidate()
 
     def _validate(
         self, slug: str, data: Mapping[str, Any], *, stored_hash: bool = False

@@ -242,6 +242,10 @@ class Settings:
     #: Expired rows are deleted this often (with jitter) by each bridge process;
     #: 0 turns the scheduled purge off (``bridge db purge`` still works).
     purge_interval_seconds: float = 600.0
+    #: Each process keeps the stored registrations it looked up in memory and reads
+    #: the database's count of registration changes at most this often: a change
+    #: made at another process takes effect here within this time (0: every look-up).
+    registry_cache_seconds: float = 2.0
     imis: ImisSettings = ImisSettings()
     admin: AdminSettings = AdminSettings()
     ui: UiSettings = UiSettings()
@@ -462,6 +466,7 @@ _TOP: dict[str, Converter] = {
     "demo": _bool,
     "zendesk_base_url": _optional_url,
     "purge_interval_seconds": _float,
+    "registry_cache_seconds": _float,
 }
 
 
@@ -693,6 +698,12 @@ def load_settings(
     tokens: TokenSettings | None = kwargs.get("tokens")
     if tokens is not None:
         _check_tokens(tokens, problems)
+    if top.get("registry_cache_seconds", 0) > MAX_REGISTRY_CACHE_SECONDS:
+        problems.add(
+            "registry_cache_seconds",
+            f"must be at most {MAX_REGISTRY_CACHE_SECONDS} (a changed or removed "
+            "registration, a rotated secret, must reach every process within seconds)",
+        )
     top["keys_dir"] = _resolve(config_dir, top.get("keys_dir") or "keys")
     top["database_url"] = _resolve_database_url(
         config_dir, top.get("database_url") or "sqlite:///bridge.db", problems
@@ -723,6 +734,8 @@ MAX_CODE_SECONDS = 60
 #: Longest window in which a retrying client may reuse a rotated refresh token
 #: (SECURITY B4 allows "a few seconds"; a longer one is a second live token).
 MAX_REFRESH_GRACE_SECONDS = 60
+#: Longest time a process may keep a stored registration without asking whether it changed.
+MAX_REGISTRY_CACHE_SECONDS = 5
 
 
 def _check_tokens(tokens: TokenSettings, problems: Problems) -> None:

@@ -30,17 +30,18 @@ class FormError(Exception):
 
 
 async def registration(services: Services, slug: str) -> Registration | None:
-    """The registration ``slug``; the database (in a worker thread) only if no file has it."""
-    found = services.registry.in_files(slug=slug)
-    if found is not None:
+    """The registration ``slug``; the database (in a worker thread) only if memory
+    cannot answer (no file has it, and the registry keeps nothing fresh of it)."""
+    known, found = services.registry.in_memory(slug=slug)
+    if known:
         return found
     return await services.db.run(services.registry.get, slug)
 
 
 async def registration_of_client(services: Services, client_id: str) -> Registration | None:
-    """The registration of ``client_id``; the database only if no file has it."""
-    found = services.registry.in_files(client_id=client_id)
-    if found is not None:
+    """The registration of ``client_id``; the database only if memory cannot answer."""
+    known, found = services.registry.in_memory(client_id=client_id)
+    if known:
         return found
     return await services.db.run(services.registry.by_client_id, client_id)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -392,3 +394,142 @@ def test_secret_the_keyring_cannot_decrypt_names_the_remedy(
         )
     finally:
         store.delete_registration(slug)
+
+
+# --- kept in memory -------------------------------------------------------------------------
+
+
+class SpyStore:
+    """The store, counting the calls the registry makes to it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def spied_registry(
+    store: Store, keys: KeyStore, *, cache_seconds: float = 60.0, cache_size: int = 1000
+) -> tuple[Registry, SpyStore]:
+    spy = SpyStore(store)
+    registry = Registry(
+        [],
+        spy,
+        profiles=PROFILES,
+        hash_secret=hash_secret,
+        encrypt=keys.encrypt_secret,
+        decrypt=keys.decrypt_secret,
+        cache_seconds=cache_seconds,
+        cache_size=cache_size,
+    )
+    return registry, spy
+
+
+def test_a_stored_registration_is_read_once_by_slug_and_once_by_client_id(
+    store: Store, keys: KeyStore
+) -> None:
+    registry, spy = spied_registry(store, keys)
+    slug, client_id = unique("helpdesk"), unique("c")
+    registry.add(slug, oidc(client_id), actor="test")
+    spy.calls.clear()
+    for _ in range(5):
+        assert registry.get(slug) == registry.by_client_id(client_id) is not None
+    assert spy.calls == {
+        "registrations_generation": 1,
+        "get_registration": 1,
+        "get_registration_by_client_id": 1,
+    }
+    assert registry.in_memory(slug=slug) == (True, registry.get(slug))
+    assert registry.in_memory(client_id=client_id) == (True, registry.get(slug))
+
+
+def test_an_unknown_client_id_is_remembered_as_unknown(store: Store, keys: KeyStore) -> None:
+    registry, spy = spied_registry(store, keys)
+    stranger = unique("stranger")
+    for _ in range(5):
+        assert registry.by_client_id(stranger) is None
+        assert registry.get(stranger) is None
+    assert spy.calls["get_registration_by_client_id"] == 1
+    assert spy.calls["get_registration"] == 1
+    assert registry.in_memory(client_id=stranger) == (True, None)
+    assert registry.in_memory(client_id=unique("never-asked")) == (False, None)
+
+
+def test_random_client_ids_cannot_grow_the_memory_kept(store: Store, keys: KeyStore) -> None:
+    registry, spy = spied_registry(store, keys, cache_size=10)
+    strangers = [unique("stranger") for _ in range(30)]
+    for client_id in strangers:
+        registry.by_client_id(client_id)
+    assert len(registry._cache) == 10
+    spy.calls.clear()
+    registry.by_client_id(strangers[-1])  # the newest are kept
+    assert spy.calls["get_registration_by_client_id"] == 0
+    registry.by_client_id(strangers[0])  # the oldest went first
+    assert spy.calls["get_registration_by_client_id"] == 1
+
+
+def test_an_unreadable_row_is_not_kept(
+    registry: Registry, tmp_path: Path, store: Store, keys: KeyStore
+) -> None:
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    elsewhere, spy = spied_registry(store, KeyStore.load_or_create(tmp_path / "other-keys"))
+    try:
+        for _ in range(2):
+            with pytest.raises(InvalidRegistration, match="cannot be decrypted"):
+                elsewhere.get(slug)
+        assert spy.calls["get_registration"] == 2
+    finally:
+        store.delete_registration(slug)
+
+
+def test_a_change_in_this_process_is_seen_at_once(store: Store, keys: KeyStore) -> None:
+    registry, _ = spied_registry(store, keys, cache_seconds=60)
+    slug, client_id = unique("helpdesk"), unique("c")
+    assert registry.get(slug) is None
+    assert registry.by_client_id(client_id) is None
+    registry.add(slug, oidc(client_id), actor="test")
+    assert registry.by_client_id(client_id) == registry.get(slug) is not None
+    registry.edit(slug, {"name": "Renamed"}, actor="test")
+    assert registry.get(slug).name == "Renamed"  # type: ignore[union-attr]
+    assert registry.by_client_id(client_id).name == "Renamed"  # type: ignore[union-attr]
+    registry.remove(slug)
+    assert registry.get(slug) is None
+    assert registry.by_client_id(client_id) is None
+
+
+def test_a_change_in_another_process_is_seen_once_the_generation_is_read(
+    store: Store, keys: KeyStore
+) -> None:
+    writer, _ = spied_registry(store, keys)
+    reader, spy = spied_registry(store, keys, cache_seconds=0.2)
+    slug, new = unique("helpdesk"), "rotated-zendesk-secret-" + "d" * 20
+    writer.add(slug, zendesk(), actor="test")
+    try:
+        assert reader.get(slug).options.shared_secret == ZENDESK_SECRET  # type: ignore[union-attr]
+        writer.edit(slug, {"shared_secret": new}, actor="test")
+        time.sleep(0.25)
+        assert reader.get(slug).options.shared_secret == new  # type: ignore[union-attr]
+        assert spy.calls["get_registration"] == 2
+    finally:
+        writer.remove(slug)
+    time.sleep(0.25)
+    assert reader.get(slug) is None
+
+
+def test_an_unchanged_generation_keeps_what_is_kept(store: Store, keys: KeyStore) -> None:
+    registry, spy = spied_registry(store, keys, cache_seconds=0)
+    slug = unique("helpdesk")
+    registry.add(slug, zendesk(), actor="test")
+    spy.calls.clear()
+    for _ in range(3):
+        registry.get(slug)
+    assert spy.calls == {"registrations_generation": 3, "get_registration": 1}

@@ -86,6 +86,7 @@ def test_minimal_config_loads_with_documented_defaults(tmp_path: Path) -> None:
     assert settings.login.device_cookie_seconds == 365 * 24 * 3600
     assert settings.login.pending_per_address == 50
     assert settings.purge_interval_seconds == 600
+    assert settings.registry_cache_seconds == 2
     assert settings.registrations == ()
     assert settings.secure_cookies
 
@@ -160,6 +161,12 @@ def test_list_where_text_belongs_is_refused(tmp_path: Path) -> None:
             "must be at most 60 (a retry needs seconds, not minutes)",
         ),
         ("purge_interval_seconds = -1", "purge_interval_seconds", "must not be negative"),
+        ("registry_cache_seconds = -1", "registry_cache_seconds", "must not be negative"),
+        (
+            "registry_cache_seconds = 60",
+            "registry_cache_seconds",
+            "must be at most 5 (a changed or removed registration",
+        ),
     ],
 )
 def test_bad_value_names_key_and_reason(tmp_path: Path, line: str, key: str, reason: str) -> None:
@@ -214,9 +221,11 @@ def test_bridge_env_overrides_top_level_and_section_keys(tmp_path: Path) -> None
             "BRIDGE_TOKENS__CODE_SECONDS": "30",
             "BRIDGE_IMIS__EMAILS_VERIFIED": "true",
             "BRIDGE_ADMIN__USERS": "manager, auditor",
+            "BRIDGE_REGISTRY_CACHE_SECONDS": "0.5",
             "BRIDGE_CONFIG_DIR": "/elsewhere",  # used by `serve --workers`; not a setting
         },
     )
+    assert settings.registry_cache_seconds == 0.5
     assert settings.issuer == "https://id.example.org"
     assert settings.imis.base_url == "https://new.imiscloud.com"
     assert settings.tokens.code_seconds == 30

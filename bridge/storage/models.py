@@ -44,6 +44,20 @@ class RegistrationRow(SQLModel, table=True):
     updated_by: str | None = Field(default=None, max_length=200)
 
 
+class RegistrationGenerationRow(SQLModel, table=True):
+    """One row (id 1) counting the changes to stored registrations.
+
+    Every insert, update or delete of a registration increments it in the same
+    transaction, so a process that keeps registrations in memory learns, with one
+    primary-key read, that it must read them again.
+    """
+
+    __tablename__ = "registration_generation"
+
+    id: int = Field(primary_key=True)
+    generation: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class BrowserSessionRow(SQLModel, table=True):
     """A signed-in browser; the cookie holds the id, the table only its hash."""
 

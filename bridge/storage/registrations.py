@@ -1,17 +1,23 @@
 """Stored registrations: the rows behind the registrations an admin adds or edits.
 
-This module owns reading and writing the ``registrations`` table, and telling
-which of a slug or a client_id a duplicate collides with. What a registration
-means (profiles, options, secrets) is :mod:`bridge.registry`'s.
+This module owns reading and writing the ``registrations`` table, telling which
+of a slug or a client_id a duplicate collides with, and the generation counter
+of ``registration_generation``: every write that changes a registration
+increments it in the same transaction, so a process keeping registrations in
+memory can tell with one primary-key read that they changed. What a
+registration means (profiles, options, secrets) is :mod:`bridge.registry`'s.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from bridge.storage.base import Conflict, StoreBase, delete_rows, update_rows
-from bridge.storage.models import RegistrationRow
+from bridge.storage.models import RegistrationGenerationRow, RegistrationRow
+
+#: The one row of ``registration_generation``.
+_GENERATION_ID = 1
 
 
 def _client_id_taken(row: RegistrationRow) -> str:
@@ -34,12 +40,21 @@ class RegistrationStore(StoreBase):
         with self._statements() as s:
             return s.exec(query).first()
 
+    def registrations_generation(self) -> int:
+        """How many changes stored registrations have seen (it only grows)."""
+        query = select(col(RegistrationGenerationRow.generation)).where(
+            col(RegistrationGenerationRow.id) == _GENERATION_ID
+        )
+        with self._statements() as s:
+            return s.exec(query).first() or 0
+
     def insert_registration(self, row: RegistrationRow) -> RegistrationRow:
         """Store a new registration; :class:`Conflict` if its slug or client_id is taken."""
         try:
-            with self._statements() as s:
+            with self._transaction() as s:
                 s.add(row)
                 s.flush()
+                self._count_change(s)
         except IntegrityError as error:
             raise Conflict(self._registration_conflict(row), detail=str(error.orig)) from error
         return row
@@ -51,15 +66,34 @@ class RegistrationStore(StoreBase):
             update_rows(RegistrationRow).where(col(RegistrationRow.slug) == row.slug).values(values)
         )
         try:
-            with self._statements() as s:
-                return bool(s.exec(query).rowcount == 1)
+            with self._transaction() as s:
+                return self._changed(s, s.exec(query).rowcount)
         except IntegrityError as error:
             raise Conflict(_client_id_taken(row), detail=str(error.orig)) from error
 
     def delete_registration(self, slug: str) -> bool:
-        with self._statements() as s:
-            query = delete_rows(RegistrationRow).where(col(RegistrationRow.slug) == slug)
-            return bool(s.exec(query).rowcount == 1)
+        query = delete_rows(RegistrationRow).where(col(RegistrationRow.slug) == slug)
+        with self._transaction() as s:
+            return self._changed(s, s.exec(query).rowcount)
+
+    def _changed(self, s: Session, rowcount: int) -> bool:
+        """Whether one row changed; if so, counted in the same transaction."""
+        if rowcount != 1:
+            return False
+        self._count_change(s)
+        return True
+
+    def _count_change(self, s: Session) -> None:
+        """Increment the generation (creating its row if a database lacks it)."""
+        query = (
+            self._insert(RegistrationGenerationRow)
+            .values(id=_GENERATION_ID, generation=1)
+            .on_conflict_do_update(
+                index_elements=[col(RegistrationGenerationRow.id)],
+                set_={"generation": col(RegistrationGenerationRow.generation) + 1},
+            )
+        )
+        s.exec(query)
 
     def _registration_conflict(self, row: RegistrationRow) -> str:
         if self.get_registration(row.slug) is not None:

@@ -14,6 +14,7 @@ import io
 import logging
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from tests.support.servers import free_port, serve
 
 SECRET = "contoso-zendesk-shared-secret-0123456789"
 OTHER_SECRET = "another-zendesk-shared-secret-9876543210"
+#: How soon the bridge sees a change the CLI (another process) made.
+CACHE_SECONDS = 0.2
 
 HELPDESK = f"""
 name = "Contoso Helpdesk"
@@ -111,7 +114,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         "mapped-desk": MAPPED_DESK,
         "zd-portal": PORTAL,
     }
-    extra = f'zendesk_base_url = "{zendesk}/{{subdomain}}"'
+    extra = (
+        f'zendesk_base_url = "{zendesk}/{{subdomain}}"\nregistry_cache_seconds = {CACHE_SECONDS}'
+    )
     slugs = {
         "contoso": "helpdesk",
         "open": "open-desk",
@@ -519,6 +524,7 @@ def test_a_new_shared_secret_is_used_on_the_next_sign_in_without_restart(
     assert httpx.post(before.action, data={"jwt": before.jwt}).status_code == 303
 
     _cli(monkeypatch, setup.bridge.config_dir, "rotate-secret", stored_desk.slug, secret=second)
+    time.sleep(CACHE_SECONDS + 0.05)  # the CLI is another process: within registry_cache_seconds
 
     after = autopost(jane.get(f"/zendesk/{stored_desk.slug}"))
     assert after.claims(second)["external_id"] == "23210"

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import anyio
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 import bridge.storage.db as db_module
 from bridge.errors import ServiceUnavailable
+from bridge.migrations import alembic_config
 from bridge.storage import (
     Database,
     DatabaseUnavailable,
@@ -100,6 +102,40 @@ def test_revision_from_a_newer_bridge_is_ahead_and_refused(empty_db: Database) -
     assert empty_db.schema_state() == "ahead"
     with pytest.raises(SchemaAhead, match="newer"):
         empty_db.ensure_schema(auto_upgrade=True)
+
+
+def migrate(database: Database, action: str, revision: str) -> None:
+    """Upgrade or downgrade ``database`` to ``revision`` (as ``Database.upgrade`` does, to head)."""
+    with database.engine.begin() as connection:
+        getattr(command, action)(alembic_config(connection), revision)
+
+
+def table_names(database: Database) -> set[str]:
+    with database.engine.connect() as connection:
+        return set(inspect(connection).get_table_names())
+
+
+def test_0006_adds_the_registration_generation_and_downgrades(empty_db: Database) -> None:
+    migrate(empty_db, "upgrade", "0005")
+    with empty_db.session() as s:  # a registration stored before the upgrade
+        s.connection().execute(
+            text(
+                "INSERT INTO registrations (slug, name, profile, options_json, "
+                "created_at, updated_at) VALUES ('old', 'Old', 'oidc', '{}', 1, 1)"
+            )
+        )
+    assert "registration_generation" not in table_names(empty_db)
+    migrate(empty_db, "upgrade", "0006")
+    assert empty_db.schema_state() == "current"
+    store = Store(empty_db)
+    assert store.registrations_generation() == 0
+    assert store.delete_registration("old")
+    assert store.registrations_generation() == 1
+    migrate(empty_db, "downgrade", "0005")
+    assert "registration_generation" not in table_names(empty_db)
+    assert empty_db.schema_state() == "behind"
+    empty_db.upgrade()
+    assert store.registrations_generation() == 0
 
 
 def test_parallel_upgrades_of_one_database_all_succeed(empty_database_url: str) -> None:

@@ -137,6 +137,63 @@ def test_updating_a_missing_registration_changes_nothing(store: Store) -> None:
     assert store.get_registration(row.slug) is None
 
 
+def test_every_registration_change_counts_one_generation(fresh_store: Store) -> None:
+    store = fresh_store
+    assert store.registrations_generation() == 0
+    row = registration()
+    store.insert_registration(row)
+    assert store.registrations_generation() == 1
+    row.name = "Renamed"
+    assert store.update_registration(row) is True
+    assert store.registrations_generation() == 2
+    assert store.delete_registration(row.slug) is True
+    assert store.registrations_generation() == 3
+
+
+def test_writes_that_change_nothing_count_no_generation(fresh_store: Store) -> None:
+    store = fresh_store
+    row = registration()
+    store.insert_registration(row)
+    before = store.registrations_generation()
+    assert store.update_registration(registration()) is False
+    assert store.delete_registration(unique("nobody")) is False
+    with pytest.raises(Conflict):
+        store.insert_registration(registration(row.slug))
+    other = registration()
+    store.insert_registration(other)
+    other.client_id = row.client_id
+    with pytest.raises(Conflict):
+        store.update_registration(other)
+    assert store.registrations_generation() == before + 1  # the insert of other
+
+
+def test_the_generation_is_counted_in_the_transaction_of_the_write(store: Store) -> None:
+    before = store.registrations_generation()
+    row = registration()
+
+    def insert_then_fail() -> None:
+        with store.unit_of_work():
+            store.begin_unit()
+            store.insert_registration(row)
+            raise RuntimeError("the write is rolled back")
+
+    with pytest.raises(RuntimeError):
+        insert_then_fail()
+    assert store.get_registration(row.slug) is None
+    assert store.registrations_generation() == before
+
+
+def test_a_missing_generation_row_reads_as_zero_and_is_created_by_a_write(
+    fresh_store: Store,
+) -> None:
+    store = fresh_store
+    with store.db.session() as s:
+        s.connection().execute(text("DELETE FROM registration_generation"))
+    assert store.registrations_generation() == 0
+    store.insert_registration(registration())
+    assert store.registrations_generation() == 1
+
+
 # --- browser sessions -------------------------------------------------------------
 
 
