@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sql
-from sqlalchemy import ColumnElement, Row, bindparam, case, exists, func, insert
+from sqlalchemy import ColumnElement, Row, bindparam, case, func, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, col, select
 
@@ -26,6 +27,7 @@ from bridge.storage.base import (
     StoreBase,
     hash_token,
     new_secret,
+    row_as,
     table_of,
     update_rows,
 )
@@ -93,19 +95,6 @@ def _unused_code(now: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
     )
 
 
-def _successor_used(s: Session, parent_hash: str) -> bool:
-    query = (
-        select(col(TokenRow.token_hash))
-        .where(
-            col(TokenRow.parent_hash) == parent_hash,
-            col(TokenRow.kind) == "refresh",
-            col(TokenRow.rotated_at).is_not(None),
-        )
-        .limit(1)
-    )
-    return s.exec(query).first() is not None
-
-
 # Every bearer request (userinfo, introspection) runs one of these: built once.
 _TOKENS = table_of(TokenRow)
 _GRANTS = table_of(GrantRow)
@@ -121,6 +110,75 @@ _ACTIVE_TOKEN = (
     )
 )
 _ACTIVE_TOKEN_OF_KIND = _ACTIVE_TOKEN.where(_TOKENS.c.kind == bindparam("kind"))
+
+
+# A code flow and a refresh run these: built once (a multi-row VALUES insert
+# would even be compiled anew each time: its cache key holds no row count).
+# Bound parameter names avoid column names (those are the SET clause's own).
+_CODES = table_of(AuthorizationCodeRow)
+_INSERT_CODE = sql.insert(_CODES)
+_REDEEM_CODE = (
+    update(_CODES)
+    .where(
+        _CODES.c.code_hash == bindparam("digest"),
+        _CODES.c.redeemed_at.is_(None),
+        _CODES.c.expires_at > bindparam("now"),
+    )
+    .values(redeemed_at=bindparam("now"))
+    .returning(*_CODES.columns)
+)
+_CODE_BY_HASH = sql.select(_CODES).where(_CODES.c.code_hash == bindparam("digest"))
+_INSERT_GRANT = {
+    backend: dialect_insert(_GRANTS)
+    .on_conflict_do_nothing(index_elements=[_GRANTS.c.id])
+    .returning(_GRANTS.c.id)
+    for backend, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
+}
+_EXTEND_GRANT = (
+    update(_GRANTS)
+    .where(_GRANTS.c.id == bindparam("grant"), _GRANTS.c.client_id == bindparam("client"))
+    .values(
+        expires_at=case(
+            (_GRANTS.c.expires_at < bindparam("horizon"), bindparam("horizon")),
+            else_=_GRANTS.c.expires_at,
+        )
+    )
+)
+_GRANT_BY_ID = sql.select(_GRANTS).where(_GRANTS.c.id == bindparam("grant"))
+_INSERT_TOKEN = sql.insert(_TOKENS)
+_ROTATE_REFRESH = (
+    update(_TOKENS)
+    .where(
+        _TOKENS.c.token_hash == bindparam("digest"),
+        _TOKENS.c.kind == "refresh",
+        _TOKENS.c.client_id == bindparam("client"),
+        _TOKENS.c.rotated_at.is_(None),
+        _TOKENS.c.revoked_at.is_(None),
+        _TOKENS.c.expires_at > bindparam("now"),
+        sql.exists().where(_GRANTS.c.id == _TOKENS.c.grant_id, _GRANTS.c.revoked_at.is_(None)),
+    )
+    .values(rotated_at=bindparam("now"))
+    .returning(*_TOKENS.columns)
+)
+_REVOKE_SUCCESSORS = (
+    update(_TOKENS)
+    .where(_TOKENS.c.parent_hash == bindparam("parent"), _TOKENS.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("now"))
+)
+_SUCCESSOR_USED = (
+    sql.select(_TOKENS.c.token_hash)
+    .where(
+        _TOKENS.c.parent_hash == bindparam("parent"),
+        _TOKENS.c.kind == "refresh",
+        _TOKENS.c.rotated_at.is_not(None),
+    )
+    .limit(1)
+)
+
+
+def _successor_used(s: Session, parent_hash: str) -> bool:
+    found = s.connection().execute(_SUCCESSOR_USED, {"parent": parent_hash}).first()
+    return found is not None
 
 
 def _token_and_grant(row: Row[Any]) -> tuple[TokenRow, GrantRow]:
@@ -160,24 +218,25 @@ class GrantStore(StoreBase):
     ) -> str:
         """Mint a one-time code for ``grant_id``; returns the raw code."""
         raw, digest = new_secret()
-        row = AuthorizationCodeRow(
-            code_hash=digest,
-            grant_id=grant_id,
-            client_id=client_id,
-            redirect_uri=redirect_uri,
-            scope=scope,
-            nonce=nonce,
-            code_challenge=code_challenge,
-            code_challenge_method=code_challenge_method,
-            session_hash=session_hash,
-            imis_id=imis_id,
-            identity_json=identity_json,
-            auth_time=auth_time,
-            created_at=now,
-            expires_at=now + ttl_seconds,
-        )
-        with self._statements() as s:
-            s.add(row)
+        row = {
+            "code_hash": digest,
+            "grant_id": grant_id,
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "nonce": nonce,
+            "code_challenge": code_challenge,
+            "code_challenge_method": code_challenge_method,
+            "session_hash": session_hash,
+            "imis_id": imis_id,
+            "identity_json": identity_json,
+            "auth_time": auth_time,
+            "created_at": now,
+            "expires_at": now + ttl_seconds,
+            "redeemed_at": None,
+        }
+        with self._core() as connection:
+            connection.execute(_INSERT_CODE, row)
         return raw
 
     def redeem_code(self, raw_code: str, *, now: int) -> CodeRedemption:
@@ -186,20 +245,14 @@ class GrantStore(StoreBase):
         The winner is decided by one conditional UPDATE ... RETURNING; only a
         loser pays a second statement to tell a replay from garbage.
         """
-        digest = hash_token(raw_code)
-        query = (
-            update_rows(AuthorizationCodeRow)
-            .where(col(AuthorizationCodeRow.code_hash) == digest, *_unused_code(now))
-            .values(redeemed_at=now)
-            .returning(AuthorizationCodeRow)
-        )
-        with self._statements() as s:
-            row: AuthorizationCodeRow | None = s.exec(query).scalars().first()
-            if row is not None:
-                return CodeRedemption("ok", row)
-            row = s.get(AuthorizationCodeRow, digest)
-        if row is not None and row.redeemed_at is not None:
-            return CodeRedemption("replayed", row)
+        params = {"digest": hash_token(raw_code), "now": now}
+        with self._core() as connection:
+            won = connection.execute(_REDEEM_CODE, params).first()
+            if won is not None:
+                return CodeRedemption("ok", row_as(AuthorizationCodeRow, won))
+            found = connection.execute(_CODE_BY_HASH, params).first()
+        if found is not None and found.redeemed_at is not None:
+            return CodeRedemption("replayed", row_as(AuthorizationCodeRow, found))
         return CodeRedemption("invalid")
 
     # --- grants and tokens ---------------------------------------------------------
@@ -223,24 +276,20 @@ class GrantStore(StoreBase):
         code, see :meth:`revoke_grant_for_replay`) before this call. A conflict
         leaves the transaction usable (ON CONFLICT DO NOTHING, not an error).
         """
-        query = (
-            self._insert(GrantRow)
-            .values(
-                id=grant_id,
-                client_id=client_id,
-                imis_id=imis_id,
-                scope=scope,
-                session_hash=session_hash,
-                identity_json=identity_json,
-                auth_time=auth_time,
-                created_at=now,
-                expires_at=now + ttl_seconds,
-            )
-            .on_conflict_do_nothing(index_elements=[col(GrantRow.id)])
-            .returning(col(GrantRow.id))
-        )
-        with self._statements() as s:
-            created = s.exec(query).first() is not None
+        row = {
+            "id": grant_id,
+            "client_id": client_id,
+            "imis_id": imis_id,
+            "scope": scope,
+            "session_hash": session_hash,
+            "identity_json": identity_json,
+            "auth_time": auth_time,
+            "created_at": now,
+            "expires_at": now + ttl_seconds,
+            "revoked_at": None,
+        }
+        with self._core() as connection:
+            created = connection.execute(_INSERT_GRANT[self.db.backend], row).first() is not None
         if not created:
             raise Conflict("the grant exists already or was revoked")
 
@@ -289,23 +338,22 @@ class GrantStore(StoreBase):
             )
             tokens.append(refresh_row)
         for token in tokens:
-            token["parent_hash"] = parent_hash
-        horizon = max(token["expires_at"] for token in tokens)
-        expires_at = col(GrantRow.expires_at)
-        extend = (
-            update_rows(GrantRow)
-            .where(col(GrantRow.id) == grant_id, col(GrantRow.client_id) == client_id)
-            .values(expires_at=case((expires_at < horizon, horizon), else_=expires_at))
-        )
+            token.update(parent_hash=parent_hash, rotated_at=None, revoked_at=None)
+        extend = {
+            "grant": grant_id,
+            "client": client_id,
+            "horizon": max(token["expires_at"] for token in tokens),
+        }
         reused = False
         # Without a parent, every prefix of the statements is consistent: no transaction.
         with self._transaction() if parent_hash is not None else self._statements() as s:
-            if s.exec(extend).rowcount != 1:
+            connection = s.connection()
+            if connection.execute(_EXTEND_GRANT, extend).rowcount != 1:
                 raise Conflict(f"there is no grant {grant_id!r} for client {client_id!r}")
             if parent_hash is not None:
                 reused = self._replace_successors(s, parent_hash, grant_id, now)
             if not reused:
-                s.exec(insert(TokenRow).values(tokens))
+                connection.execute(_INSERT_TOKEN, tokens)
         if reused:
             raise RefreshReused("a successor of this refresh token was used: family revoked")
         return access, refresh
@@ -318,11 +366,7 @@ class GrantStore(StoreBase):
         being rotated concurrently either loses to it (its rotation is conditional
         on not being revoked) or has committed, and the check then sees it.
         """
-        s.exec(
-            update_rows(TokenRow)
-            .where(col(TokenRow.parent_hash) == parent_hash, col(TokenRow.revoked_at).is_(None))
-            .values(revoked_at=now)
-        )
+        s.connection().execute(_REVOKE_SUCCESSORS, {"parent": parent_hash, "now": now})
         if not _successor_used(s, parent_hash):
             return False
         self._revoke_grant(s, grant_id, now)
@@ -358,29 +402,16 @@ class GrantStore(StoreBase):
         ``grace_seconds=0`` every second exchange is a reuse.
         """
         digest = hash_token(raw)
-        grant_live = exists().where(
-            col(GrantRow.id) == col(TokenRow.grant_id), col(GrantRow.revoked_at).is_(None)
-        )
-        rotate = (
-            update_rows(TokenRow)
-            .where(
-                col(TokenRow.token_hash) == digest,
-                col(TokenRow.kind) == "refresh",
-                col(TokenRow.client_id) == client_id,
-                col(TokenRow.rotated_at).is_(None),
-                col(TokenRow.revoked_at).is_(None),
-                col(TokenRow.expires_at) > now,
-                grant_live,
-            )
-            .values(rotated_at=now)
-            .returning(TokenRow)
-        )
+        params = {"digest": digest, "client": client_id, "now": now}
         with self._statements() as s:
             if self._shared() is not None:
                 self._lock_family(s, digest)
-            token: TokenRow | None = s.exec(rotate).scalars().first()
-            if token is not None:
-                grant = s.get(GrantRow, token.grant_id)
+            connection = s.connection()
+            rotated = connection.execute(_ROTATE_REFRESH, params).first()
+            if rotated is not None:
+                token = row_as(TokenRow, rotated)
+                of_grant = connection.execute(_GRANT_BY_ID, {"grant": token.grant_id}).first()
+                grant = None if of_grant is None else row_as(GrantRow, of_grant)
                 return RefreshRotation("ok", token, grant)
             found = s.exec(
                 select(TokenRow, GrantRow)
