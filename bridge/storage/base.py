@@ -15,6 +15,7 @@ It knows no table; the areas (:mod:`bridge.storage.sessions`, ``grants``,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -22,10 +23,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Delete, Row, Table, Update, delete, update
+from sqlalchemy import Connection, Delete, Row, Table, Update, delete, inspect, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import ClassManager, configure_mappers
 from sqlmodel import Session, SQLModel
 
 from bridge.errors import BadRequest
@@ -58,9 +60,22 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def row_as(model: type[M], row: Row[Any]) -> M:
-    """A model instance from a Core row of its table's columns."""
-    return model.model_validate(dict(row._mapping))
+def row_as(model: type[M], row: Row[Any] | Mapping[str, Any]) -> M:
+    """A model instance from a Core row of its table's columns (or their values by name).
+
+    Made as the ORM makes the instances it loads (no validation: the values come
+    from the database), at a fifteenth of the cost of the model's constructor.
+    """
+    instance = _class_manager(model).new_instance()
+    instance.__dict__.update(row._mapping if isinstance(row, Row) else row)
+    return cast(M, instance)
+
+
+@functools.cache
+def _class_manager(model: type[SQLModel]) -> ClassManager[Any]:
+    configure_mappers()  # once: instruments every model's attributes
+    manager: ClassManager[Any] = inspect(model).class_manager
+    return manager
 
 
 def update_rows(model: type[M]) -> Update:

@@ -184,8 +184,8 @@ def _successor_used(s: Session, parent_hash: str) -> bool:
 def _token_and_grant(row: Row[Any]) -> tuple[TokenRow, GrantRow]:
     """Split a row of :data:`_ACTIVE_TOKEN` (the token's columns, then the grant's)."""
     split = len(_TOKENS.columns)
-    token = TokenRow.model_validate(dict(zip(_TOKENS.columns.keys(), row[:split], strict=True)))
-    grant = GrantRow.model_validate(dict(zip(_GRANTS.columns.keys(), row[split:], strict=True)))
+    token = row_as(TokenRow, dict(zip(_TOKENS.columns.keys(), row[:split], strict=True)))
+    grant = row_as(GrantRow, dict(zip(_GRANTS.columns.keys(), row[split:], strict=True)))
     return token, grant
 
 
