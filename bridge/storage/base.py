@@ -19,15 +19,27 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Delete, Row, Table, Update, delete, inspect, update
+from sqlalchemy import (
+    ClauseElement,
+    Connection,
+    Delete,
+    Dialect,
+    Table,
+    Update,
+    delete,
+    exc,
+    inspect,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ClassManager, configure_mappers
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, SQLModel
 
 from bridge.errors import BadRequest
@@ -53,6 +65,75 @@ def new_secret() -> tuple[str, str]:
     return raw, hash_token(raw)
 
 
+class Prepared:
+    """A statement of the hot paths: built once, compiled once per database dialect,
+    and run straight on the driver's cursor of a Core connection.
+
+    SQLAlchemy's Core execution of an already compiled statement (execution
+    context, events, result wrapping) still costs several times the SQLite work
+    it asks for; this runs the compiled SQL itself. Parameters are given by the
+    names of the statement's bound parameters; values fixed in the statement
+    (a literal ``"refresh"``, a LIMIT) are filled in. Only for statements whose
+    parameters and columns need no type conversion (text and integers), no
+    expanding IN. Driver errors become SQLAlchemy's, so outages are still
+    :class:`~bridge.storage.db.DatabaseUnavailable`, and a connection the
+    database dropped is invalidated as SQLAlchemy would.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None, dict[str, Any]]] = {}
+
+    def _for(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.statement.compile(dialect=dialect)
+            assert isinstance(compiled, SQLCompiler)
+            fixed = {
+                name: bind.value
+                for name, bind in compiled.binds.items()
+                if not bind.required and bind.callable is None
+            }
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            found = self._compiled[dialect.name] = (compiled.string, order, fixed)
+        return found
+
+    def _values(
+        self, order: tuple[str, ...] | None, fixed: dict[str, Any], params: Mapping[str, Any]
+    ) -> Any:
+        values = {**fixed, **params}
+        return values if order is None else tuple(values[name] for name in order)
+
+    def run(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        """Execute with ``params``; returns the driver's cursor (rows as tuples)."""
+        text, order, fixed = self._for(connection.dialect)
+        return self._on_cursor(
+            connection, text, lambda c: c.execute(text, self._values(order, fixed, params))
+        )
+
+    def run_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per row of parameters (an INSERT of several rows)."""
+        text, order, fixed = self._for(connection.dialect)
+        values = [self._values(order, fixed, row) for row in rows]
+        self._on_cursor(connection, text, lambda c: c.executemany(text, values))
+
+    def _on_cursor(self, connection: Connection, text: str, work: Callable[[Any], Any]) -> Any:
+        dialect = connection.dialect
+        proxied = connection.connection
+        cursor = proxied.cursor()
+        try:
+            work(cursor)
+        except dialect.loaded_dbapi.Error as error:
+            cursor.close()
+            gone = dialect.is_disconnect(error, proxied.dbapi_connection, cursor)
+            if gone:
+                connection.invalidate(error)
+            raise exc.DBAPIError.instance(
+                text, None, error, dialect.loaded_dbapi.Error, connection_invalidated=gone
+            ) from error
+        return cursor
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table behind a model (for statements built once, at import)."""
     table = model.__table__  # type: ignore[attr-defined]
@@ -60,22 +141,24 @@ def table_of(model: type[SQLModel]) -> Table:
     return table
 
 
-def row_as(model: type[M], row: Row[Any] | Mapping[str, Any]) -> M:
-    """A model instance from a Core row of its table's columns (or their values by name).
+def row_as(model: type[M], values: Sequence[Any]) -> M:
+    """A model instance from the values of its table's columns, in the table's order
+    (a row of ``SELECT table.*`` or ``RETURNING table.*``).
 
     Made as the ORM makes the instances it loads (no validation: the values come
     from the database), at a fifteenth of the cost of the model's constructor.
     """
-    instance = _class_manager(model).new_instance()
-    instance.__dict__.update(row._mapping if isinstance(row, Row) else row)
+    manager, keys = _instance_maker(model)
+    instance = manager.new_instance()
+    instance.__dict__.update(zip(keys, values, strict=True))
     return cast(M, instance)
 
 
 @functools.cache
-def _class_manager(model: type[SQLModel]) -> ClassManager[Any]:
+def _instance_maker(model: type[SQLModel]) -> tuple[ClassManager[Any], tuple[str, ...]]:
     configure_mappers()  # once: instruments every model's attributes
     manager: ClassManager[Any] = inspect(model).class_manager
-    return manager
+    return manager, tuple(table_of(model).columns.keys())
 
 
 def update_rows(model: type[M]) -> Update:
@@ -187,7 +270,7 @@ class StoreBase:
 
     @contextmanager
     def _core(self) -> Iterator[Connection]:
-        """A Core connection for prebuilt statements (:func:`prebuilt`): inside a begun
+        """A Core connection for :class:`Prepared` statements: inside a begun
         unit of work, the unit's (what the ORM pends is flushed first); else one whose
         statements each commit by themselves, as in :meth:`_statements`."""
         shared = self._shared()

@@ -13,17 +13,19 @@ wire formats and policy are :mod:`bridge.oauth`'s.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sql
-from sqlalchemy import ColumnElement, Row, bindparam, case, func, update
+from sqlalchemy import ColumnElement, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, col, select
 
 from bridge.storage.base import (
     Conflict,
+    Prepared,
     StoreBase,
     hash_token,
     new_secret,
@@ -109,15 +111,16 @@ _ACTIVE_TOKEN = (
         _GRANTS.c.revoked_at.is_(None),
     )
 )
-_ACTIVE_TOKEN_OF_KIND = _ACTIVE_TOKEN.where(_TOKENS.c.kind == bindparam("kind"))
+_ACTIVE_TOKEN_OF_KIND = Prepared(_ACTIVE_TOKEN.where(_TOKENS.c.kind == bindparam("kind")))
+_ACTIVE_TOKEN_ANY_KIND = Prepared(_ACTIVE_TOKEN)
 
 
 # A code flow and a refresh run these: built once (a multi-row VALUES insert
 # would even be compiled anew each time: its cache key holds no row count).
 # Bound parameter names avoid column names (those are the SET clause's own).
 _CODES = table_of(AuthorizationCodeRow)
-_INSERT_CODE = sql.insert(_CODES)
-_REDEEM_CODE = (
+_INSERT_CODE = Prepared(sql.insert(_CODES))
+_REDEEM_CODE = Prepared(
     update(_CODES)
     .where(
         _CODES.c.code_hash == bindparam("digest"),
@@ -127,14 +130,16 @@ _REDEEM_CODE = (
     .values(redeemed_at=bindparam("now"))
     .returning(*_CODES.columns)
 )
-_CODE_BY_HASH = sql.select(_CODES).where(_CODES.c.code_hash == bindparam("digest"))
+_CODE_BY_HASH = Prepared(sql.select(_CODES).where(_CODES.c.code_hash == bindparam("digest")))
 _INSERT_GRANT = {
-    backend: dialect_insert(_GRANTS)
-    .on_conflict_do_nothing(index_elements=[_GRANTS.c.id])
-    .returning(_GRANTS.c.id)
+    backend: Prepared(
+        dialect_insert(_GRANTS)
+        .on_conflict_do_nothing(index_elements=[_GRANTS.c.id])
+        .returning(_GRANTS.c.id)
+    )
     for backend, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))
 }
-_EXTEND_GRANT = (
+_EXTEND_GRANT = Prepared(
     update(_GRANTS)
     .where(_GRANTS.c.id == bindparam("grant"), _GRANTS.c.client_id == bindparam("client"))
     .values(
@@ -144,9 +149,9 @@ _EXTEND_GRANT = (
         )
     )
 )
-_GRANT_BY_ID = sql.select(_GRANTS).where(_GRANTS.c.id == bindparam("grant"))
-_INSERT_TOKEN = sql.insert(_TOKENS)
-_ROTATE_REFRESH = (
+_GRANT_BY_ID = Prepared(sql.select(_GRANTS).where(_GRANTS.c.id == bindparam("grant")))
+_INSERT_TOKEN = Prepared(sql.insert(_TOKENS))
+_ROTATE_REFRESH = Prepared(
     update(_TOKENS)
     .where(
         _TOKENS.c.token_hash == bindparam("digest"),
@@ -160,12 +165,12 @@ _ROTATE_REFRESH = (
     .values(rotated_at=bindparam("now"))
     .returning(*_TOKENS.columns)
 )
-_REVOKE_SUCCESSORS = (
+_REVOKE_SUCCESSORS = Prepared(
     update(_TOKENS)
     .where(_TOKENS.c.parent_hash == bindparam("parent"), _TOKENS.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("now"))
 )
-_SUCCESSOR_USED = (
+_SUCCESSOR_USED = Prepared(
     sql.select(_TOKENS.c.token_hash)
     .where(
         _TOKENS.c.parent_hash == bindparam("parent"),
@@ -177,16 +182,14 @@ _SUCCESSOR_USED = (
 
 
 def _successor_used(s: Session, parent_hash: str) -> bool:
-    found = s.connection().execute(_SUCCESSOR_USED, {"parent": parent_hash}).first()
+    found = _SUCCESSOR_USED.run(s.connection(), {"parent": parent_hash}).fetchone()
     return found is not None
 
 
-def _token_and_grant(row: Row[Any]) -> tuple[TokenRow, GrantRow]:
+def _token_and_grant(row: Sequence[Any]) -> tuple[TokenRow, GrantRow]:
     """Split a row of :data:`_ACTIVE_TOKEN` (the token's columns, then the grant's)."""
     split = len(_TOKENS.columns)
-    token = row_as(TokenRow, dict(zip(_TOKENS.columns.keys(), row[:split], strict=True)))
-    grant = row_as(GrantRow, dict(zip(_GRANTS.columns.keys(), row[split:], strict=True)))
-    return token, grant
+    return row_as(TokenRow, row[:split]), row_as(GrantRow, row[split:])
 
 
 class GrantStore(StoreBase):
@@ -236,7 +239,7 @@ class GrantStore(StoreBase):
             "redeemed_at": None,
         }
         with self._core() as connection:
-            connection.execute(_INSERT_CODE, row)
+            _INSERT_CODE.run(connection, row)
         return raw
 
     def redeem_code(self, raw_code: str, *, now: int) -> CodeRedemption:
@@ -247,12 +250,13 @@ class GrantStore(StoreBase):
         """
         params = {"digest": hash_token(raw_code), "now": now}
         with self._core() as connection:
-            won = connection.execute(_REDEEM_CODE, params).first()
+            won = _REDEEM_CODE.run(connection, params).fetchone()
             if won is not None:
                 return CodeRedemption("ok", row_as(AuthorizationCodeRow, won))
-            found = connection.execute(_CODE_BY_HASH, params).first()
-        if found is not None and found.redeemed_at is not None:
-            return CodeRedemption("replayed", row_as(AuthorizationCodeRow, found))
+            found = _CODE_BY_HASH.run(connection, params).fetchone()
+        replayed = None if found is None else row_as(AuthorizationCodeRow, found)
+        if replayed is not None and replayed.redeemed_at is not None:
+            return CodeRedemption("replayed", replayed)
         return CodeRedemption("invalid")
 
     # --- grants and tokens ---------------------------------------------------------
@@ -289,7 +293,7 @@ class GrantStore(StoreBase):
             "revoked_at": None,
         }
         with self._core() as connection:
-            created = connection.execute(_INSERT_GRANT[self.db.backend], row).first() is not None
+            created = _INSERT_GRANT[self.db.backend].run(connection, row).fetchone() is not None
         if not created:
             raise Conflict("the grant exists already or was revoked")
 
@@ -348,12 +352,12 @@ class GrantStore(StoreBase):
         # Without a parent, every prefix of the statements is consistent: no transaction.
         with self._transaction() if parent_hash is not None else self._statements() as s:
             connection = s.connection()
-            if connection.execute(_EXTEND_GRANT, extend).rowcount != 1:
+            if _EXTEND_GRANT.run(connection, extend).rowcount != 1:
                 raise Conflict(f"there is no grant {grant_id!r} for client {client_id!r}")
             if parent_hash is not None:
                 reused = self._replace_successors(s, parent_hash, grant_id, now)
             if not reused:
-                connection.execute(_INSERT_TOKEN, tokens)
+                _INSERT_TOKEN.run_many(connection, tokens)
         if reused:
             raise RefreshReused("a successor of this refresh token was used: family revoked")
         return access, refresh
@@ -366,7 +370,7 @@ class GrantStore(StoreBase):
         being rotated concurrently either loses to it (its rotation is conditional
         on not being revoked) or has committed, and the check then sees it.
         """
-        s.connection().execute(_REVOKE_SUCCESSORS, {"parent": parent_hash, "now": now})
+        _REVOKE_SUCCESSORS.run(s.connection(), {"parent": parent_hash, "now": now})
         if not _successor_used(s, parent_hash):
             return False
         self._revoke_grant(s, grant_id, now)
@@ -380,10 +384,12 @@ class GrantStore(StoreBase):
         Unusable: unknown, expired, revoked, a refresh token already rotated,
         or its grant revoked. ``kind`` ("access" | "refresh") narrows the match.
         """
-        statement = _ACTIVE_TOKEN if kind is None else _ACTIVE_TOKEN_OF_KIND
-        params = {"digest": hash_token(raw), "now": now, "kind": kind}
+        params = {"digest": hash_token(raw), "now": now}
         with self._core() as connection:
-            found = connection.execute(statement, params).first()
+            if kind is None:
+                found = _ACTIVE_TOKEN_ANY_KIND.run(connection, params).fetchone()
+            else:
+                found = _ACTIVE_TOKEN_OF_KIND.run(connection, {**params, "kind": kind}).fetchone()
         if found is None:
             return None
         return _token_and_grant(found)
@@ -407,10 +413,10 @@ class GrantStore(StoreBase):
             if self._shared() is not None:
                 self._lock_family(s, digest)
             connection = s.connection()
-            rotated = connection.execute(_ROTATE_REFRESH, params).first()
+            rotated = _ROTATE_REFRESH.run(connection, params).fetchone()
             if rotated is not None:
                 token = row_as(TokenRow, rotated)
-                of_grant = connection.execute(_GRANT_BY_ID, {"grant": token.grant_id}).first()
+                of_grant = _GRANT_BY_ID.run(connection, {"grant": token.grant_id}).fetchone()
                 grant = None if of_grant is None else row_as(GrantRow, of_grant)
                 return RefreshRotation("ok", token, grant)
             found = s.exec(

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 
 from bridge.storage.base import (
+    Prepared,
     StoreBase,
     compact_json,
     delete_rows,
@@ -33,12 +34,14 @@ SESSION_TOUCH_SECONDS = 60
 
 # Every browser request with a session cookie runs these: built once.
 _SESSIONS = table_of(BrowserSessionRow)
-_LIVE_SESSION = sql.select(_SESSIONS).where(
-    _SESSIONS.c.id_hash == bindparam("digest"),
-    _SESSIONS.c.expires_at > bindparam("now"),
-    _SESSIONS.c.last_seen_at > bindparam("idle_since"),
+_LIVE_SESSION = Prepared(
+    sql.select(_SESSIONS).where(
+        _SESSIONS.c.id_hash == bindparam("digest"),
+        _SESSIONS.c.expires_at > bindparam("now"),
+        _SESSIONS.c.last_seen_at > bindparam("idle_since"),
+    )
 )
-_TOUCH_SESSION = (
+_TOUCH_SESSION = Prepared(
     update(_SESSIONS)
     .where(_SESSIONS.c.id_hash == bindparam("digest"), _SESSIONS.c.last_seen_at < bindparam("now"))
     .values(last_seen_at=bindparam("now"))
@@ -83,15 +86,15 @@ class SessionStore(StoreBase):
         """
         digest = hash_token(raw_id)
         with self._core() as connection:
-            found = connection.execute(
-                _LIVE_SESSION, {"digest": digest, "now": now, "idle_since": now - idle_seconds}
-            ).first()
+            found = _LIVE_SESSION.run(
+                connection, {"digest": digest, "now": now, "idle_since": now - idle_seconds}
+            ).fetchone()
             if found is None:
                 return None
             row = row_as(BrowserSessionRow, found)
             if now - row.last_seen_at < SESSION_TOUCH_SECONDS:
                 return row
-            connection.execute(_TOUCH_SESSION, {"digest": digest, "now": now})
+            _TOUCH_SESSION.run(connection, {"digest": digest, "now": now})
         row.last_seen_at = now
         return row
 
