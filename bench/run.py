@@ -109,18 +109,28 @@ class Children:
         self.procs.append(proc)
 
     def stop(self, proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-        if proc.poll() is None:
+        """SIGTERM (the whole group when the child leads one), then SIGKILL."""
+        try:
+            group = os.getpgid(proc.pid) == proc.pid
+        except ProcessLookupError:
+            group = False
+
+        def send(sig: signal.Signals) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
+                if group:
+                    os.killpg(proc.pid, sig)
+                elif proc.poll() is None:
+                    proc.send_signal(sig)
+
+        if proc.poll() is None:
+            send(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                send(signal.SIGKILL)
                 proc.wait(5)
-        # Workers of a multi-worker server may outlive their parent's group leader.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # Workers of a multi-worker server may outlive their parent, the group's leader.
+        send(signal.SIGKILL)
         if proc in self.procs:
             self.procs.remove(proc)
 
