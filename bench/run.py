@@ -829,16 +829,16 @@ class Bench:
         assert self.bridge is not None
         latency_ms = 300
         self.restart_simulator(latency_ms)
+        # Warm the bridge's iMIS connections to the new simulator (not measured).
+        warm = load_spec(
+            "login",
+            None,
+            self.bridge.proc.pid,
+            login_url=f"{self.bridge.url}/login",
+            username=USERNAME,
+            password=PASSWORD,
+        )
         try:
-            # Warm the bridge's iMIS connections to the new simulator (not measured).
-            warm = load_spec(
-                "login",
-                None,
-                self.bridge.proc.pid,
-                login_url=f"{self.bridge.url}/login",
-                username=USERNAME,
-                password=PASSWORD,
-            )
             run_load(
                 Options(2.0, 64, 0.0, None, self.folder), warm, scenario="S5-warm", profile_pid=0
             )
@@ -859,6 +859,10 @@ class Bench:
             after = httpx.get(f"http://127.0.0.1:{self.imis_port}/_sim/stats").json()
         finally:
             self.restart_simulator(0)
+            # Cycle the bridge's iMIS connections to the new simulator (not measured).
+            run_load(
+                Options(1.0, 64, 0.0, None, self.folder), warm, scenario="S5-rewarm", profile_pid=0
+            )
         row = Row("S5", "imis-bridge", "sign-in", result)
         self.rows.append(row)
         done = result["units"]
@@ -1188,6 +1192,13 @@ def main(argv: list[str] | None = None) -> int:
         if bench.browser is not None:
             bench.browser.close()
         children.stop_all()
+        if any(row.result.get("errors") for row in bench.rows):
+            # Keep the servers' logs of a run with errors, to see why.
+            logs = RESULTS / f"logs-{time.strftime('%Y%m%d-%H%M%S')}"
+            for log in folder.rglob("*.log"):
+                logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(log, logs / f"{log.parent.name}-{log.name}")
+            progress(f"errors: the servers' logs are in {logs}")
         if "S8" in args.scenarios or args.database == "postgresql":
             drop_pg_database()
         shutil.rmtree(folder, ignore_errors=True)
