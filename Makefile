@@ -5,7 +5,7 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint format install dev clean
+.PHONY: demo test lint format install dev clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "imis-bridge needs Python 3.11 or newer"'
@@ -28,6 +28,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark of /work/shared/PERFORMANCE.md (not part of `make test`): one table,
+# JSON under bench/results/. BENCH_ARGS passes options, e.g. BENCH_ARGS='--no-peer'.
+bench: $(VENV)/.installed-dev
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
