@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -56,7 +56,9 @@ class Identity:
         return self.properties.get(name)
 
     def to_json(self) -> str:
-        data = asdict(self)
+        # Every field is a string or None but ``properties`` (strings by name): no deep
+        # copy needed (dataclasses.asdict's cost 50 us a code on the hot path).
+        data: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["properties"] = dict(self.properties)
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 

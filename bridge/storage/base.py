@@ -43,7 +43,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session, SQLModel
 
 from bridge.errors import BadRequest
-from bridge.storage.db import Database
+from bridge.storage.db import Database, Link
 
 M = TypeVar("M", bound=SQLModel)
 
@@ -104,20 +104,22 @@ class Prepared:
         values = {**fixed, **params}
         return values if order is None else tuple(values[name] for name in order)
 
-    def run(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+    def run(self, connection: Connection | Link, params: Mapping[str, Any]) -> Any:
         """Execute with ``params``; returns the driver's cursor (rows as tuples)."""
         text, order, fixed = self._for(connection.dialect)
         return self._on_cursor(
             connection, text, lambda c: c.execute(text, self._values(order, fixed, params))
         )
 
-    def run_many(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def run_many(self, connection: Connection | Link, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of parameters (an INSERT of several rows)."""
         text, order, fixed = self._for(connection.dialect)
         values = [self._values(order, fixed, row) for row in rows]
         self._on_cursor(connection, text, lambda c: c.executemany(text, values))
 
-    def _on_cursor(self, connection: Connection, text: str, work: Callable[[Any], Any]) -> Any:
+    def _on_cursor(
+        self, connection: Connection | Link, text: str, work: Callable[[Any], Any]
+    ) -> Any:
         dialect = connection.dialect
         proxied = connection.connection
         cursor = proxied.cursor()
@@ -269,7 +271,7 @@ class StoreBase:
             yield s
 
     @contextmanager
-    def _core(self) -> Iterator[Connection]:
+    def _core(self) -> Iterator[Connection | Link]:
         """A Core connection for :class:`Prepared` statements: inside a begun
         unit of work, the unit's (what the ORM pends is flushed first); else one whose
         statements each commit by themselves, as in :meth:`_statements`."""

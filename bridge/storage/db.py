@@ -18,8 +18,10 @@ import asyncio
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, TypeVarTuple
 
@@ -28,8 +30,8 @@ import anyio.to_thread
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, exc
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 
 from bridge.errors import BridgeError, ServiceUnavailable
@@ -49,6 +51,20 @@ _UPGRADE_LOCK_ID = 0x1B41D6E
 _SQLITE_BEGIN = "bridge_sqlite_begin"
 #: That mode for statements that each commit by themselves (no BEGIN at all).
 _NO_BEGIN = "AUTOCOMMIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A pooled SQLite driver connection, with what prepared statements use of a Core
+    :class:`~sqlalchemy.engine.Connection`: its dialect, the proxied driver
+    connection, and invalidating it. Statements on it commit by themselves (the
+    driver sends no BEGIN)."""
+
+    dialect: Dialect
+    connection: PoolProxiedConnection
+
+    def invalidate(self, exception: BaseException | None = None) -> None:
+        self.connection.invalidate(exception)
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -124,6 +140,11 @@ class Database:
         self.url = make_url(url)
         self._pool_capacity = pool_size + max_overflow
         self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
+        # SQLite: each thread's own driver connection for prepared statements (see
+        # connect), and all of them, to close on dispose.
+        self._own = threading.local()
+        self._owned: list[PoolProxiedConnection] = []
+        self._owned_lock = threading.Lock()
         backend = self.url.get_backend_name()
         if backend == "sqlite":
             self.backend: Backend = "sqlite"
@@ -203,14 +224,45 @@ class Database:
                 raise
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A Core connection whose statements each commit by themselves (no BEGIN, no
-        COMMIT), for prebuilt statements on the hot paths; the same rules as
-        ``session(autocommit=True)``, without the ORM's per-call cost. Outages raise
-        :class:`DatabaseUnavailable`."""
-        with translate_unavailable(), self._autocommit_engine.connect() as connection:
-            yield connection
-            connection.commit()
+    def connect(self) -> Iterator[Connection | Link]:
+        """A connection whose statements each commit by themselves (no BEGIN, no
+        COMMIT), for the hot paths' prepared statements; the same rules as
+        ``session(autocommit=True)``, without the ORM's per-call cost. On SQLite the
+        pooled driver connection itself (a Core connection costs more than the
+        statement); on PostgreSQL a Core connection in autocommit. Outages raise
+        :class:`DatabaseUnavailable`.
+
+        On SQLite each thread keeps one driver connection for this, out of the pool:
+        the work is inline and never interleaves within a thread, and the pool's
+        checkout and reset cost more than a lookup (a nested use takes a pooled one)."""
+        with translate_unavailable():
+            if self.backend == "sqlite":
+                yield from self._thread_link()
+                return
+            with self._autocommit_engine.connect() as connection:
+                yield connection
+                connection.commit()
+
+    def _thread_link(self) -> Iterator[Link]:
+        link: Link | None = getattr(self._own, "link", None)
+        if link is None or not link.connection.is_valid:
+            pooled = self._engine.raw_connection()
+            pooled.detach()  # this thread's for the life of the Database; closed by dispose
+            with self._owned_lock:
+                self._owned.append(pooled)
+            link = self._own.link = Link(self._engine.dialect, pooled)
+        if getattr(self._own, "busy", False):
+            pooled = self._engine.raw_connection()  # nested: a pooled one for the inner block
+            try:
+                yield Link(self._engine.dialect, pooled)
+            finally:
+                pooled.close()
+            return
+        self._own.busy = True
+        try:
+            yield link
+        finally:
+            self._own.busy = False
 
     async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run the database work ``fn(*args)`` for async code.
@@ -298,7 +350,13 @@ class Database:
         self.upgrade()
 
     def dispose(self) -> None:
-        """Close every pooled connection (checked-out ones close when returned)."""
+        """Close every pooled connection (checked-out ones close when returned) and the
+        threads' own SQLite connections."""
+        with self._owned_lock:
+            owned, self._owned = self._owned, []
+        for connection in owned:
+            connection.close()
+        self._own = threading.local()
         self._engine.dispose()
 
 
