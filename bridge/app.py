@@ -144,10 +144,12 @@ def create_app(
     ``settings.demo``, which only ``bridge demo`` can set (``bridge serve`` refuses it).
     """
     profiles = load_profiles()
+    # Matched in order: the sign-in paths (core, then the profiles') before the admin's
+    # two dozen routes, which people rarely reach.
     routes: list[BaseRoute] = [
         *all_routes(),
-        *admin.routes(),
         *profile_routes(profiles),
+        *admin.routes(),
         *(extra_routes or []),
     ]
     if settings.demo:

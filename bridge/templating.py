@@ -1,6 +1,7 @@
 """Jinja2 page rendering with autoescaping and the association's UI settings.
 
-One environment per process, loaded from the package's ``templates/``. Every
+One environment per process, loaded from the package's ``templates/`` and
+compiled once. Every
 page receives ``ui`` (organization name, logo, links) and ``issuer``; pages
 never receive secrets.
 """
@@ -28,6 +29,9 @@ def environment() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        # Compiled once: the package's templates do not change under a running process
+        # (re-checking their files cost a stat per template per page).
+        auto_reload=False,
     )
 
 
