@@ -650,6 +650,8 @@ class Bench:
         self.bridge: Bridge | None = None
         self.target: Target | None = None
         self.browser: httpx.Client | None = None
+        self.config = Path()
+        self.port = 0
         self.storage = "SQLite" if args.database == "sqlite" else "PostgreSQL"
 
     # set-up
@@ -667,7 +669,15 @@ class Bench:
         if self.args.database == "postgresql":
             db_upgrade(config)
         progress(f"bridge on :{port} ({self.storage}), iMIS simulator on :{self.imis_port}")
-        self.bridge = start_bridge(self.children, config, port, 1)
+        self.config, self.port = config, port
+        self.start_bridge()
+
+    def start_bridge(self) -> None:
+        if self.bridge is not None:
+            self.children.stop(self.bridge.proc)
+        if self.browser is not None:
+            self.browser.close()
+        self.bridge = start_bridge(self.children, self.config, self.port, 1)
         target, self.browser = prepare_bridge(self.bridge, self.args.connections)
         self.target = Target(**{**asdict(target), "storage": self.storage})
 
@@ -908,6 +918,9 @@ class Bench:
         self._peer_row("S6", "introspect", "req", 100_000)
 
     def s7(self) -> None:
+        # A fresh worker: the memory of 100,000 flows, not the high-water mark S5's
+        # 1,000 simultaneous browsers left behind (CPython keeps what it once used).
+        self.start_bridge()
         assert self.bridge is not None
         assert self.target is not None
         flows = self.args.s7_flows
