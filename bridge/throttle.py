@@ -196,12 +196,14 @@ async def check(request: Request, username: str) -> None:
     def wait() -> int:
         longest = 0
         for key, free in keys:
-            failures = known.store.throttle_state([key], now=now, window_seconds=WINDOW_SECONDS)
+            found = known.store.failures_of(key)
+            if found is None or found[1] <= now - WINDOW_SECONDS:
+                continue  # none, or none within the window: they count no more
+            failures, last_failure = found
             delay = math.ceil(delay_seconds(failures, free, login))
             # A failure within the last ``delay`` seconds means the key must still wait.
-            # The Store tells counts, not times, so the wait announced is the whole
-            # delay: an upper bound that is always enough.
-            if delay and known.store.throttle_state([key], now=now, window_seconds=delay):
+            # The wait announced is the whole delay: an upper bound that is always enough.
+            if delay and last_failure > now - delay:
                 longest = max(longest, delay)
         return longest
 

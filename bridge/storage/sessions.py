@@ -41,6 +41,7 @@ _LIVE_SESSION = Prepared(
         _SESSIONS.c.last_seen_at > bindparam("idle_since"),
     )
 )
+_INSERT_SESSION = Prepared(sql.insert(_SESSIONS))
 _TOUCH_SESSION = Prepared(
     update(_SESSIONS)
     .where(_SESSIONS.c.id_hash == bindparam("digest"), _SESSIONS.c.last_seen_at < bindparam("now"))
@@ -65,18 +66,18 @@ class SessionStore(StoreBase):
     ) -> str:
         """Start a session; returns the raw id for the cookie (only its hash is stored)."""
         raw, digest = new_secret()
-        row = BrowserSessionRow(
-            id_hash=digest,
-            imis_id=imis_id,
-            username=username,
-            identity_json=identity_json,
-            auth_time=auth_time,
-            created_at=now,
-            last_seen_at=now,
-            expires_at=now + lifetime_seconds,
-        )
-        with self._statements() as s:
-            s.add(row)
+        row = {
+            "id_hash": digest,
+            "imis_id": imis_id,
+            "username": username,
+            "identity_json": identity_json,
+            "auth_time": auth_time,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": now + lifetime_seconds,
+        }
+        with self._core() as connection:
+            _INSERT_SESSION.run(connection, row)
         return raw
 
     def get_session(self, raw_id: str, *, now: int, idle_seconds: int) -> BrowserSessionRow | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import case, func
-from sqlmodel import col, select
+import sqlalchemy as sql
+from sqlalchemy import bindparam, case
+from sqlmodel import col
 
-from bridge.storage.base import StoreBase, delete_rows, hash_token
+from bridge.storage.base import Prepared, StoreBase, hash_token, table_of
 from bridge.storage.models import LoginThrottleRow
 
 #: Throttle counters older than this start again from zero and are purged.
@@ -25,21 +26,24 @@ def _throttle_hashes(keys: Iterable[str]) -> list[str]:
     return sorted({hash_token(key) for key in keys})
 
 
+_THROTTLE = table_of(LoginThrottleRow)
+# Every sign-in reads a few keys' counters and clears two: built once.
+_FAILURES_OF = Prepared(
+    sql.select(_THROTTLE.c.failures, _THROTTLE.c.last_failure_at).where(
+        _THROTTLE.c.key_hash == bindparam("digest")
+    )
+)
+_CLEAR = Prepared(sql.delete(_THROTTLE).where(_THROTTLE.c.key_hash == bindparam("digest")))
+
+
 class ThrottleStore(StoreBase):
     """Failed sign-ins per key."""
 
-    def throttle_state(self, keys: list[str], *, now: int, window_seconds: int) -> int:
-        """The most failures any of ``keys`` (username, address, ...) had within the window."""
-        hashes = _throttle_hashes(keys)
-        if not hashes:
-            return 0
-        query = select(func.max(col(LoginThrottleRow.failures))).where(
-            col(LoginThrottleRow.key_hash).in_(hashes),
-            col(LoginThrottleRow.last_failure_at) > now - window_seconds,
-        )
-        with self._statements() as s:
-            worst = s.exec(query).one()
-        return int(worst or 0)
+    def failures_of(self, key: str) -> tuple[int, int] | None:
+        """``(failures, last failure time)`` counted against ``key``, None if none are."""
+        with self._core() as connection:
+            found = _FAILURES_OF.run(connection, {"digest": hash_token(key)}).fetchone()
+        return None if found is None else (int(found[0]), int(found[1]))
 
     def record_failure(
         self, keys: list[str], *, now: int, window_seconds: int = THROTTLE_KEEP_SECONDS
@@ -71,6 +75,6 @@ class ThrottleStore(StoreBase):
         hashes = _throttle_hashes(keys)
         if not hashes:
             return
-        query = delete_rows(LoginThrottleRow).where(col(LoginThrottleRow.key_hash).in_(hashes))
-        with self._statements() as s:
-            s.exec(query)
+        with self._core() as connection:
+            for digest in hashes:  # each one atomic: no transaction needed
+                _CLEAR.run(connection, {"digest": digest})
