@@ -90,6 +90,24 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def cpu_of_named(name: str) -> float:
+    """utime + stime of every process whose command name is ``name`` (PostgreSQL's
+    backends, say), in seconds: what the machine spent beside the server measured."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.index("(") + 1 : stat.rindex(")")] != name:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 def rss_bytes(pid: int) -> int:
     """VmRSS of one process."""
     try:
@@ -281,10 +299,13 @@ class Run:
         self.done = asyncio.Event()
         self.t0 = self.t1 = 0.0
         self.cpu0 = self.cpu1 = 0.0
+        self.beside0: dict[str, float] = {}
+        self.beside1: dict[str, float] = {}
         self.rss: list[tuple[float, int, int]] = []  # (seconds, units, bytes)
 
     def begin(self) -> None:
         self.cpu0 = cpu_seconds(self.spec["cpu_pid"])
+        self.beside0 = {name: cpu_of_named(name) for name in self.spec.get("cpu_beside", ())}
         self.t0 = time.perf_counter()
         self.measuring = True
 
@@ -293,6 +314,7 @@ class Run:
             return
         self.t1 = time.perf_counter()
         self.cpu1 = cpu_seconds(self.spec["cpu_pid"])
+        self.beside1 = {name: cpu_of_named(name) for name in self.spec.get("cpu_beside", ())}
         self.measuring = False
         self.stopped = True
         self.done.set()
@@ -640,6 +662,7 @@ def summarize(run: Run) -> dict[str, Any]:
         "error_samples": stats.error_samples,
         "seconds": seconds,
         "cpu_seconds": run.cpu1 - run.cpu0,
+        "cpu_beside_seconds": {k: run.beside1[k] - v for k, v in run.beside0.items()},
         "unit_p50": percentile(stats.unit_latencies, 0.50),
         "unit_p99": percentile(stats.unit_latencies, 0.99),
         "request_p50": percentile(stats.request_latencies, 0.50),

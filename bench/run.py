@@ -982,7 +982,7 @@ class Bench:
                 try:
                     target, _ = prepare_bridge(bridge, 1)
                     target = Target(**{**asdict(target), "storage": "PostgreSQL"})
-                    s1 = self._s1_spec(bridge, target)
+                    s1 = {**self._s1_spec(bridge, target), "cpu_beside": ["postgres"]}
                     self.rows.append(
                         Row(
                             "S8",
@@ -994,6 +994,7 @@ class Bench:
                     s2 = load_spec(
                         "code_flow", target, bridge.proc.pid, max_units=max_units(self.opts, 20_000)
                     )
+                    s2["cpu_beside"] = ["postgres"]
                     self.rows.append(
                         Row(
                             "S8",
@@ -1082,7 +1083,15 @@ def judge(rows: list[Row], floor: dict[str, float]) -> None:
         if one and two and one.throughput:
             ratio = two.throughput / one.throughput
             two.result["scale_out"] = ratio
-            two.target = "≥ 1.7× 1 worker"
+            # On a small machine the workers share the cores with PostgreSQL and the
+            # load generator: say what each used, so the ceiling is visible.
+            used = [
+                f"{r.server.split(', ')[1]}: bridge {r.result.get('cpu_seconds', 0):.1f} s, "
+                f"PostgreSQL {r.result.get('cpu_beside_seconds', {}).get('postgres', 0):.1f} s, "
+                f"load generator {r.result.get('driver_cpu_seconds', 0):.1f} s of CPU"
+                for r in (one, two)
+            ]
+            two.target = f"≥ 1.7× 1 worker ({'; '.join(used)})"
             two.passed = ratio >= 1.7 and two.result.get("errors", 0) == 0
 
 
