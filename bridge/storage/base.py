@@ -136,6 +136,18 @@ class Prepared:
         return cursor
 
 
+_CONNECTION = "bridge_connection"
+
+
+def connection_of(session: Session) -> Connection:
+    """The connection of the session's transaction, for :class:`Prepared` statements
+    (asked of the ORM once per transaction: each ask costs more than a lookup)."""
+    found: Connection | None = session.info.get(_CONNECTION)
+    if found is None or found.closed:
+        found = session.info[_CONNECTION] = session.connection()
+    return found
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table behind a model (for statements built once, at import)."""
     table = model.__table__  # type: ignore[attr-defined]
@@ -279,7 +291,7 @@ class StoreBase:
         if shared is not None:
             with self._joined(shared) as s:
                 s.flush()
-                yield s.connection()
+                yield connection_of(s)
             return
         with self.db.connect() as connection:
             yield connection

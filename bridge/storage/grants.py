@@ -27,6 +27,7 @@ from bridge.storage.base import (
     Conflict,
     Prepared,
     StoreBase,
+    connection_of,
     hash_token,
     new_secret,
     row_as,
@@ -182,7 +183,7 @@ _SUCCESSOR_USED = Prepared(
 
 
 def _successor_used(s: Session, parent_hash: str) -> bool:
-    found = _SUCCESSOR_USED.run(s.connection(), {"parent": parent_hash}).fetchone()
+    found = _SUCCESSOR_USED.run(connection_of(s), {"parent": parent_hash}).fetchone()
     return found is not None
 
 
@@ -351,7 +352,7 @@ class GrantStore(StoreBase):
         reused = False
         # Without a parent, every prefix of the statements is consistent: no transaction.
         with self._transaction() if parent_hash is not None else self._statements() as s:
-            connection = s.connection()
+            connection = connection_of(s)
             if _EXTEND_GRANT.run(connection, extend).rowcount != 1:
                 raise Conflict(f"there is no grant {grant_id!r} for client {client_id!r}")
             if parent_hash is not None:
@@ -370,7 +371,7 @@ class GrantStore(StoreBase):
         being rotated concurrently either loses to it (its rotation is conditional
         on not being revoked) or has committed, and the check then sees it.
         """
-        _REVOKE_SUCCESSORS.run(s.connection(), {"parent": parent_hash, "now": now})
+        _REVOKE_SUCCESSORS.run(connection_of(s), {"parent": parent_hash, "now": now})
         if not _successor_used(s, parent_hash):
             return False
         self._revoke_grant(s, grant_id, now)
@@ -412,7 +413,7 @@ class GrantStore(StoreBase):
         with self._statements() as s:
             if self._shared() is not None:
                 self._lock_family(s, digest)
-            connection = s.connection()
+            connection = connection_of(s)
             rotated = _ROTATE_REFRESH.run(connection, params).fetchone()
             if rotated is not None:
                 token = row_as(TokenRow, rotated)
