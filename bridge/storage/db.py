@@ -139,7 +139,7 @@ class Database:
         echo: bool = False,
     ) -> None:
         self.url = make_url(url)
-        self._pool_capacity = pool_size + max_overflow
+        self._pool_capacity = pool_size
         self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
         # SQLite: each thread's own driver connection for prepared statements (see
         # connect), and all of them, to close on dispose.
@@ -275,8 +275,10 @@ class Database:
         and the lock. Only another process's write (another worker, a CLI
         command) can make a write wait, for at most that transaction.
         PostgreSQL: in a worker thread (a round trip must not stall the event
-        loop), at most as many at once as the pool has connections, so no
-        thread waits for one and no connection is opened beyond the pool.
+        loop), at most as many at once as the pool keeps connections: no thread
+        waits for one, and none is opened and closed again beyond the pool (a new
+        PostgreSQL connection costs a server process; the overflow is left for a
+        thread that needs a second one).
         Outages, however ``fn`` reached the database, raise :class:`DatabaseUnavailable`.
         """
         with translate_unavailable():

@@ -340,7 +340,8 @@ def test_connections_killed_by_the_server_are_replaced_silently(db: Database) ->
 
 @pytest.mark.anyio
 async def test_postgresql_runs_at_most_pool_size_threads_at_once(db: Database) -> None:
-    """No thread waits for a pooled connection, and none is opened beyond the pool."""
+    """No thread waits for a pooled connection, and none is opened beyond the pool's kept
+    ones (the overflow would be closed and opened again: a server process each time)."""
     if db.backend != "postgresql":
         pytest.skip("SQLite runs inline")
     small = Database(db.url, pool_size=2, max_overflow=1)
@@ -363,4 +364,4 @@ async def test_postgresql_runs_at_most_pool_size_threads_at_once(db: Database) -
                 group.start_soon(small.run, work)
     finally:
         small.dispose()
-    assert most == 3
+    assert most == 2
