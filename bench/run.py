@@ -233,6 +233,12 @@ class Bridge:
         return self.proc.pid if self.workers == 1 else worker_pids(self.proc.pid)[0]
 
 
+def workers_text(workers: int) -> str:
+    if workers == 1:
+        return "one bridge worker unless stated"
+    return f"{workers} bridge workers (S1-S7), S8 as stated"
+
+
 def bridge_bin() -> str:
     return str(Path(sys.executable).with_name("bridge"))
 
@@ -677,7 +683,7 @@ class Bench:
             self.children.stop(self.bridge.proc)
         if self.browser is not None:
             self.browser.close()
-        self.bridge = start_bridge(self.children, self.config, self.port, 1)
+        self.bridge = start_bridge(self.children, self.config, self.port, self.args.workers)
         target, self.browser = prepare_bridge(self.bridge, self.args.connections)
         self.target = Target(**{**asdict(target), "storage": self.storage})
 
@@ -1178,6 +1184,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s7-flows", type=int, default=100_000)
     parser.add_argument("--s5-browsers", type=int, default=1000)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of the main bridge (S1-S7; PERFORMANCE.md measures 1)",
+    )
     parser.add_argument("--out", help="JSON result file (default bench/results/<stamp>.json)")
     parser.add_argument("--profile", metavar="SCENARIO", help="py-spy the worker in its window")
     args = parser.parse_args(argv)
@@ -1240,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['load_average'][0]:.2f}. Storage: imis-bridge "
         f"{info['storage']['imis-bridge']}, oidc-provider {info['storage']['oidc-provider']}. "
         f"{args.connections} connections, {args.duration:g} s windows after {args.warmup:g} s "
-        f"warm-up; one bridge worker unless stated.\nFloor (in-process, one call): {floor_line}. "
+        f"warm-up; {workers_text(args.workers)}.\nFloor (in-process, one call): {floor_line}. "
         "'crypto floor' = the unavoidable signature's share of the server CPU per unit "
         "(S1: one HS256 JWT, S2: one RS256 ID token); 'vs S0' compares HTTP requests per "
         "core-second (a flow is 3 requests, a sign-in 2)."
