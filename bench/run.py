@@ -803,23 +803,21 @@ class Bench:
         result = run_load(self.opts, spec, scenario=f"{scenario}-peer", profile_pid=0)
         self.rows.append(Row(scenario, "oidc-provider", unit, result))
 
-    def s2(self) -> None:
+    def _side_by_side(self, scenario: str, kind: str, unit: str, budget: int) -> None:
+        """The bridge, then the peer, on the same load."""
         assert self.bridge is not None
         assert self.target is not None
         spec = load_spec(
-            "code_flow", self.target, self.bridge.proc.pid, max_units=max_units(self.opts, 20_000)
+            kind, self.target, self.bridge.proc.pid, max_units=max_units(self.opts, budget)
         )
-        self._measure("S2", "imis-bridge", "flow", spec, profile_pid=self.bridge.worker_pid)
-        self._peer_row("S2", "code_flow", "flow", 20_000)
+        self._measure(scenario, "imis-bridge", unit, spec, profile_pid=self.bridge.worker_pid)
+        self._peer_row(scenario, kind, unit, budget)
+
+    def s2(self) -> None:
+        self._side_by_side("S2", "code_flow", "flow", 20_000)
 
     def s3(self) -> None:
-        assert self.bridge is not None
-        assert self.target is not None
-        spec = load_spec(
-            "refresh", self.target, self.bridge.proc.pid, max_units=max_units(self.opts, 50_000)
-        )
-        self._measure("S3", "imis-bridge", "req", spec, profile_pid=self.bridge.worker_pid)
-        self._peer_row("S3", "refresh", "req", 50_000)
+        self._side_by_side("S3", "refresh", "req", 50_000)
 
     def s4(self) -> None:
         assert self.bridge is not None
@@ -914,14 +912,8 @@ class Bench:
         result["seconds"] = completion
 
     def s6(self) -> None:
-        assert self.bridge is not None
         self.fresh_access_token()
-        assert self.target is not None
-        spec = load_spec(
-            "introspect", self.target, self.bridge.proc.pid, max_units=max_units(self.opts, 100_000)
-        )
-        self._measure("S6", "imis-bridge", "req", spec, profile_pid=self.bridge.worker_pid)
-        self._peer_row("S6", "introspect", "req", 100_000)
+        self._side_by_side("S6", "introspect", "req", 100_000)
 
     def s7(self) -> None:
         # A fresh worker: the memory of 100,000 flows, not the high-water mark S5's
