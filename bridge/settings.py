@@ -215,6 +215,33 @@ class LoginSettings:
     pending_per_address: int = 50
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``/metrics`` (Prometheus): answered only to clients in ``allow``; 404 to others."""
+
+    enabled: bool = True
+    allow: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+    def allows(self, host: str | None) -> bool:
+        """Whether a client at ``host`` (an IP address; IPv4-mapped IPv6 counts as its
+        IPv4 address) may scrape."""
+        if not self.enabled or not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allow)
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrationSource:
     """A registration as written in a file, ``${ENV}`` already expanded (a value naming
@@ -252,6 +279,7 @@ class Settings:
     sessions: SessionSettings = SessionSettings()
     tokens: TokenSettings = TokenSettings()
     login: LoginSettings = LoginSettings()
+    metrics: MetricsSettings = MetricsSettings()
     registrations: tuple[RegistrationSource, ...] = ()
     #: Keys of bridge.toml left unresolved (``load_settings(resolve_env=False)``):
     #: they hold their default here, and :meth:`require` refuses them.
@@ -338,6 +366,21 @@ def _str_list(value: Any, problems: Problems, key: str) -> Any:
         problems.add(key, "must be a list of strings")
         return None
     return tuple(value)
+
+
+def _networks(value: Any, problems: Problems, key: str) -> Any:
+    """CIDR networks (``10.0.0.0/8``, ``::1/128``; a bare address is one host)."""
+    texts = _str_list(value, problems, key)
+    if texts is None:
+        return None
+    networks: list[IPNetwork] = []
+    for text in texts:
+        try:
+            networks.append(ipaddress.ip_network(text.strip()))
+        except ValueError:
+            problems.add(key, f"{text!r} is not a network such as 10.0.0.0/8 or ::1/128")
+            return None
+    return tuple(networks)
 
 
 def _url(value: Any, problems: Problems, key: str) -> Any:
@@ -456,6 +499,7 @@ _SECTIONS: dict[str, tuple[type, Mapping[str, Converter]]] = {
             "pending_per_address": _int,
         },
     ),
+    "metrics": _section(MetricsSettings, {"enabled": _bool, "allow": _networks}),
 }
 
 _TOP: dict[str, Converter] = {

@@ -829,3 +829,45 @@ def test_a_registration_cannot_take_a_reserved_slug(tmp_path: Path) -> None:
 
     assert not is_valid_slug("continue")
     assert is_valid_slug("continue-helpdesk")
+
+
+# --- [metrics] --------------------------------------------------------------------------
+
+
+def test_metrics_are_on_for_this_machine_only_by_default(tmp_path: Path) -> None:
+    metrics = load(write(tmp_path)).metrics
+    assert metrics.enabled
+    assert [str(n) for n in metrics.allow] == ["127.0.0.1/32", "::1/128"]
+    assert metrics.allows("127.0.0.1")
+    assert metrics.allows("::1")
+    assert metrics.allows("::ffff:127.0.0.1")
+    assert not metrics.allows("127.0.0.2")
+    assert not metrics.allows("192.0.2.7")
+    assert not metrics.allows("testclient")
+    assert not metrics.allows(None)
+
+
+def test_metrics_allow_list_from_the_file(tmp_path: Path) -> None:
+    metrics = load(
+        write(tmp_path, ISSUER + '\n[metrics]\nallow = ["10.0.0.0/8", "2001:db8::/32"]\n')
+    ).metrics
+    assert metrics.allows("10.1.2.3")
+    assert metrics.allows("2001:db8::5")
+    assert not metrics.allows("127.0.0.1")
+
+
+def test_metrics_allow_list_and_switch_from_the_environment(tmp_path: Path) -> None:
+    env = {"BRIDGE_METRICS__ALLOW": "192.0.2.0/24, ::1/128", "BRIDGE_METRICS__ENABLED": "false"}
+    metrics = load(write(tmp_path), env).metrics
+    assert [str(n) for n in metrics.allow] == ["192.0.2.0/24", "::1/128"]
+    assert not metrics.enabled
+    assert not metrics.allows("192.0.2.1")
+
+
+@pytest.mark.parametrize("network", ["10.0.0.1/8", "localhost", "10.0.0.0/33"])
+def test_a_metrics_allow_entry_that_is_not_a_network_is_refused(
+    tmp_path: Path, network: str
+) -> None:
+    problem = only_problem(write(tmp_path, ISSUER + f'\n[metrics]\nallow = ["{network}"]\n'))
+    assert problem.key == "metrics.allow"
+    assert problem.reason == f"{network!r} is not a network such as 10.0.0.0/8 or ::1/128"
