@@ -34,6 +34,7 @@ from bridge.housekeeping import (
 )
 from bridge.keys import KeyStore, hash_secret
 from bridge.manage import Registrations
+from bridge.metrics import HttpMetricsMiddleware, Metrics, route_templates
 from bridge.middleware import SecurityHeadersMiddleware, error_handlers
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog, load_profiles
@@ -80,12 +81,15 @@ def open_services(
     imis_base_url: str | None = None,
     auto_upgrade: bool | None = None,
     profiles: ProfileCatalog | None = None,
+    metrics: Metrics | None = None,
 ) -> Services:
     """Open database, keys, registry and user store for ``settings`` (touches disk), and
-    build every service from them. ``profiles``: the installed ones unless given."""
+    build every service from them. ``profiles``: the installed ones unless given;
+    ``metrics``: a registry of their own unless given."""
     from bridge.connectors.imis import ImisUserStore
 
     profiles = load_profiles() if profiles is None else profiles
+    metrics = Metrics() if metrics is None else metrics
     db = Database(settings.database_url)
     try:
         db.ensure_schema(
@@ -101,7 +105,7 @@ def open_services(
         base = imis_base_url
         if base is None and settings.demo and settings.imis.uses_simulator:
             base = f"{settings.issuer}/_demo/imis"
-        users = ImisUserStore(settings.imis, base_url=base)
+        users = ImisUserStore(settings.imis, base_url=base, metrics=metrics)
     return Services(
         settings=settings,
         db=db,
@@ -115,9 +119,12 @@ def open_services(
             store,
             continue_paths={**profiles.continue_paths(), **admin.continue_paths()},
         ),
-        oauth=OAuthServer(settings=settings, store=store, registry=registry, keys=keys),
+        oauth=OAuthServer(
+            settings=settings, store=store, registry=registry, keys=keys, metrics=metrics
+        ),
         profiles=profiles,
         registrations=Registrations(registry, store, profiles),
+        metrics=metrics,
     )
 
 
@@ -155,12 +162,15 @@ def create_app(
     if settings.demo:
         simulated = settings.imis.uses_simulator and imis_base_url is None and users is None
         routes.extend(demo_routes(with_simulator=simulated))
+    # Per app, read once: `bridge serve --workers N` sets it before the workers start.
+    metrics = Metrics.from_environment()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         services = open_services(
-            settings, users=users, imis_base_url=imis_base_url, profiles=profiles
+            settings, users=users, imis_base_url=imis_base_url, profiles=profiles, metrics=metrics
         )
+        metrics.watch_pool(services.db.engine.pool)
         app.state.services = services
         if on_startup is not None:
             on_startup(services)
@@ -185,10 +195,15 @@ def create_app(
             await flush_counts(services)
             await services.users.aclose()
             services.db.dispose()
+            metrics.close()
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,))],
+        middleware=[
+            # Outermost, so its time includes the headers' and the error pages' work.
+            Middleware(HttpMetricsMiddleware, metrics=metrics, templates=route_templates(routes)),
+            Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,)),
+        ],
         exception_handlers=error_handlers(),
         lifespan=lifespan,
     )

@@ -3,21 +3,22 @@
 :class:`Services` holds everything a request handler may use, built once per
 process, eagerly, by the app's lifespan (:func:`bridge.app.open_services`):
 settings, database, store, key store, registry, user store, the session manager,
-the OAuth server, the catalogue of installed profiles and the registration
-changes (:mod:`bridge.manage`). Each part is given
+the OAuth server, the catalogue of installed profiles, the registration
+changes (:mod:`bridge.manage`) and the Prometheus metrics. Each part is given
 the other parts it needs explicitly; none holds the whole. Handlers, pages and
 profiles call :func:`services` with their request. This module builds nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
 from bridge.connectors import UserStore
 from bridge.keys import KeyStore
 from bridge.manage import Registrations
+from bridge.metrics import Metrics
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog
 from bridge.registry import Registry
@@ -41,6 +42,8 @@ class Services:
     profiles: ProfileCatalog
     #: Changes to registrations (validated, audited): the CLI, admin pages and API.
     registrations: Registrations
+    #: The process's Prometheus metrics (``/metrics``).
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class NotStarted(RuntimeError):

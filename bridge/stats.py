@@ -67,6 +67,7 @@ async def count(request: Request, registration: str, outcome: Outcome) -> None:
     Never raises: a sign-in goes on whether or not it could be counted.
     """
     known = services(request)
+    known.metrics.sign_in(registration, outcome.value)
     try:
         known.store.count_sign_in(registration, outcome, now=int(time.time()))
     except Exception:

@@ -38,6 +38,7 @@ from bridge.connectors import (
 )
 from bridge.connectors.phone import to_e164
 from bridge.identity import Identity
+from bridge.metrics import Metrics
 from bridge.settings import ImisSettings
 
 log = logging.getLogger("bridge.imis")
@@ -94,8 +95,10 @@ class ImisUserStore:
 
     ``base_url`` overrides ``settings.base_url`` (e.g. where the app mounted
     the simulator); ``transport`` replaces the network (``httpx.ASGITransport``
-    for an in-process simulator). Each store owns its connection pools (see
-    ``POOL_SHARDS``): make one per process and call :meth:`aclose` when done.
+    for an in-process simulator); ``metrics`` receives each request's time and each
+    failure's kind (a registry of its own unless given). Each store owns its
+    connection pools (see ``POOL_SHARDS``): make one per process and call
+    :meth:`aclose` when done.
     """
 
     #: First retry delay in seconds; doubles per retry, with jitter.
@@ -107,7 +110,9 @@ class ImisUserStore:
         *,
         base_url: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = Metrics() if metrics is None else metrics
         url = base_url or settings.base_url
         if url == "simulator":
             if transport is None:
@@ -266,10 +271,12 @@ class ImisUserStore:
         except httpx.TransportError as exc:  # timeouts included
             return self._transport_failure(what, exc, started)
         _log_status(what, response.status_code, started)
+        self._metrics.imis_request("token", time.perf_counter() - started)
         if response.status_code == 200:
             data = json_or_none(response)
             token = data.get("access_token") if isinstance(data, dict) else None
             if not isinstance(token, str) or not token:
+                self._metrics.imis_error("token", "bad_answer")
                 return self._unavailable(f"iMIS sent an unusable answer to {what}")
             expires_in = data.get("expires_in")
             if isinstance(expires_in, str) and expires_in.isdigit():
@@ -309,6 +316,7 @@ class ImisUserStore:
             else:
                 status = response.status_code
                 _log_status(what, status, started, attempt, attempts)
+                self._metrics.imis_request(_operation(what), time.perf_counter() - started)
                 if status in RETRY_STATUSES:
                     failure = self._status_failure(what, response)
                     retry_after = _retry_after(response)
@@ -324,6 +332,7 @@ class ImisUserStore:
                         log.warning(
                             "iMIS %s: malformed JSON (%d bytes)", what, len(response.content)
                         )
+                        self._metrics.imis_error(_operation(what), "bad_answer")
                         return self._unavailable(f"iMIS sent malformed JSON to {what}")
                 else:
                     return _Reply(status)
@@ -531,6 +540,9 @@ class ImisUserStore:
         )
 
     def _status_failure(self, what: str, response: httpx.Response) -> Unavailable:
+        status = response.status_code
+        kind = "throttled" if status == 429 else "5xx" if status >= 500 else "status"
+        self._metrics.imis_error(_operation(what), kind)
         retry_after = _retry_after(response)
         seconds = (
             DEFAULT_RETRY_AFTER if retry_after is None else max(1, min(int(retry_after), 3600))
@@ -548,6 +560,9 @@ class ImisUserStore:
         attempts: int = 1,
     ) -> Unavailable:
         kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+        operation = _operation(what)
+        self._metrics.imis_request(operation, time.perf_counter() - started)
+        self._metrics.imis_error(operation, _failure_kind(exc))
         log.warning(
             "iMIS %s %s after %d ms: %s (attempt %d/%d)",
             what,
@@ -562,6 +577,11 @@ class ImisUserStore:
         )
 
     def _unexpected(self, reply: _Reply, what: str) -> Unavailable:
+        refused = reply.status in (401, 403)
+        bad = 200 <= reply.status < 300
+        self._metrics.imis_error(
+            _operation(what), "refused" if refused else "bad_answer" if bad else "status"
+        )
         if reply.status == 401:
             detail = f"iMIS refused the token on {what} (401)"
         elif reply.status == 403 and self._service is not None:
@@ -736,6 +756,22 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every pool: building one reads the CA bundle (tens of ms)."""
     return httpx.create_ssl_context()
+
+
+def _operation(what: str) -> str:
+    """The metrics' name of a request: ``GET /api/Party/123`` is ``party``,
+    ``POST /token`` is ``token`` (never the full URL: one series per kind)."""
+    path = what.split(" ", 1)[-1].strip("/").split("/")
+    name = path[1] if path[0] == "api" and len(path) > 1 else path[0]
+    return name.casefold() or "-"
+
+
+def _failure_kind(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    return "transport"
 
 
 def _ms(started: float) -> int:

@@ -61,6 +61,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from bridge.claims import claims_for
 from bridge.identity import Identity
 from bridge.keys import KeyStore
+from bridge.metrics import Metrics
 from bridge.oauth import codes
 from bridge.oauth.authorize import has_control_chars
 from bridge.oauth.client import SUPPORTED_SCOPES, client_options
@@ -256,6 +257,7 @@ class RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
             scope=scope,
             refresh_scope=granted,
             parent_hash=refresh_token.row.token_hash,
+            grant_type=self.GRANT_TYPE,
         )
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
@@ -324,9 +326,16 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
     """Authlib's authorization server, given the parts of the bridge it uses."""
 
     def __init__(
-        self, *, settings: Settings, store: Store, registry: Registry, keys: KeyStore
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        keys: KeyStore,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(scopes_supported=list(SUPPORTED_SCOPES))
+        self.metrics = Metrics() if metrics is None else metrics
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -379,7 +388,11 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         assert user is not None
         scope = scope or ""
         return self.issue(
-            client, user, scope=scope, refresh_scope=scope if include_refresh_token else None
+            client,
+            user,
+            scope=scope,
+            refresh_scope=scope if include_refresh_token else None,
+            grant_type=grant_type,
         )
 
     def issue(
@@ -390,12 +403,14 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         scope: str,
         refresh_scope: str | None,
         parent_hash: str | None = None,
+        grant_type: str,
     ) -> dict[str, Any]:
         """Mint an access token for ``scope`` and, if ``refresh_scope`` holds
         offline_access, a refresh token for ``refresh_scope``. Tokens of a grant
         revoked meanwhile are minted dead (the store checks the grant on every use).
         ``parent_hash``: the refresh token exchanged for these (its earlier
-        successors are revoked, B4)."""
+        successors are revoked, B4); ``grant_type``: the grant asked for them
+        (counted in the metrics)."""
         tokens = self.settings.tokens
         if refresh_scope is not None and "offline_access" not in refresh_scope.split():
             refresh_scope = None
@@ -415,6 +430,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
             raise InvalidGrantError("the refresh token was already used") from exc
         except Conflict as exc:
             raise InvalidGrantError("the grant no longer exists") from exc
+        self.metrics.token_issued(grant_type)
         token: dict[str, Any] = {
             "access_token": access,
             "token_type": "Bearer",
