@@ -14,12 +14,14 @@ set; every other command names the keys it reads and needs only their variables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
+import tempfile
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -100,10 +102,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if args.workers > 1:
         os.environ["BRIDGE_CONFIG_DIR"] = str(settings.config_dir)
-        uvicorn.run("bridge.app:create_app_from_env", factory=True, workers=args.workers, **common)
+        with _multiprocess_metrics():
+            uvicorn.run(
+                "bridge.app:create_app_from_env", factory=True, workers=args.workers, **common
+            )
     else:
         uvicorn.run(create_app(settings), **common)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Workers write their metrics to files one scrape adds up: in the operator's
+    ``PROMETHEUS_MULTIPROC_DIR`` (emptied first), else in a private temporary folder
+    (0700, removed at exit). Set before uvicorn starts the workers, which inherit it."""
+    from bridge.metrics import MULTIPROC_ENV, clear_multiprocess_dir, remove_multiprocess_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        clear_multiprocess_dir(Path(given))
+        yield
+        return
+    folder = Path(tempfile.mkdtemp(prefix="bridge-metrics-"))  # mode 0700
+    os.environ[MULTIPROC_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        remove_multiprocess_dir(folder)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1119,3 +1119,29 @@ def test_audit_list_on_an_empty_trail_and_bad_limits(run: Any, trail: Path) -> N
         with pytest.raises(SystemExit) as exited:
             run("audit", "list", "--config", folder, "--limit", bad)
         assert exited.value.code == 2
+
+
+def test_serve_with_workers_gives_them_a_private_fresh_metrics_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with cli._multiprocess_metrics():
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert folder.is_dir()
+        assert folder.stat().st_mode & 0o777 == 0o700
+        assert not any(folder.iterdir())
+        (folder / "counter_123.db").write_bytes(b"")
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not folder.exists()
+
+
+def test_serve_with_workers_empties_the_operators_metrics_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "counter_123.db").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("kept")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with cli._multiprocess_metrics():
+        assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path)
+        assert not (tmp_path / "counter_123.db").exists()
+    assert (tmp_path / "notes.txt").exists()
