@@ -17,6 +17,7 @@ from bridge.access import IMISUnavailable
 from bridge.connectors import AccountDisabled, OrganizationAccount, Unavailable, WrongCredentials
 from bridge.errors import Forbidden
 from bridge.identity import Identity
+from bridge.metrics import Metrics
 from bridge.storage import DatabaseUnavailable
 from bridge.storage.stats import Outcome
 
@@ -40,7 +41,7 @@ class FakeDb:
 
 
 def request_with(store: FakeStore) -> Request:
-    services = SimpleNamespace(store=store, db=FakeDb())
+    services = SimpleNamespace(store=store, db=FakeDb(), metrics=Metrics())
     app = SimpleNamespace(state=SimpleNamespace(services=services))
     return Request({"type": "http", "method": "GET", "path": "/", "headers": [], "app": app})
 
@@ -62,6 +63,16 @@ async def test_an_answer_is_a_success_unless_it_is_an_error() -> None:
         ("desk", Outcome.SUCCESS),
         ("desk", Outcome.OTHER),
     ]
+
+
+async def test_a_sign_in_is_counted_in_the_metrics_even_when_the_database_fails() -> None:
+    request = request_with(FakeStore(error=DatabaseUnavailable("down")))
+    await stats.counted(request, "desk", answer(200))
+    metrics: Metrics = request.app.state.services.metrics
+    sample = metrics.registry.get_sample_value(
+        "bridge_sign_ins_total", {"registration": "desk", "outcome": "success"}
+    )
+    assert sample == 1
 
 
 async def test_a_noted_refusal_is_counted_once_with_its_reason() -> None:

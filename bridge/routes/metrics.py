@@ -22,12 +22,12 @@ async def metrics(request: Request) -> Response:
     known = services(request)
     if not known.settings.metrics.allows(request.client.host if request.client else None):
         raise HTTPException(404)
-    metrics = known.metrics
+    counted = known.metrics
     # Multiprocess mode reads every worker's files: off the event loop.
-    if metrics.multiprocess_dir:
-        body = await run_in_threadpool(metrics.exposition)
+    if counted.multiprocess_dir:
+        body = await run_in_threadpool(counted.exposition)
     else:
-        body = metrics.exposition()
+        body = counted.exposition()
     return Response(body, media_type=CONTENT_TYPE, headers={"cache-control": "no-store"})
 
 
