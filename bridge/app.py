@@ -34,7 +34,7 @@ from bridge.housekeeping import (
 )
 from bridge.keys import KeyStore, hash_secret
 from bridge.manage import Registrations
-from bridge.middleware import SecurityHeadersMiddleware, error_handlers
+from bridge.middleware import RequestLogMiddleware, SecurityHeadersMiddleware, error_handlers
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog, load_profiles
 from bridge.registry import Registry, load_file_registrations
@@ -188,7 +188,10 @@ def create_app(
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,))],
+        middleware=[
+            Middleware(RequestLogMiddleware),
+            Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,)),
+        ],
         exception_handlers=error_handlers(),
         lifespan=lifespan,
     )
