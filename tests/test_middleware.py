@@ -1,0 +1,89 @@
+"""The request id and the access line (bridge.middleware.RequestLogMiddleware)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from bridge.logs import note_outcome, request_id
+from bridge.middleware import RequestLogMiddleware
+
+pytestmark = pytest.mark.anyio
+
+
+async def hello(request: Request) -> Response:
+    if request.query_params.get("outcome"):
+        note_outcome(request.scope, request.query_params["outcome"])
+    return PlainTextResponse(request_id.get())
+
+
+def app() -> Starlette:
+    routes = [
+        Route("/healthz", hello),
+        Mount("/zendesk", routes=[Route("/{slug}", hello)]),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(RequestLogMiddleware)])
+
+
+async def get(path: str, **kwargs: object) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+        return await client.get(path, **kwargs)  # type: ignore[arg-type]
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "bridge.access"]
+
+
+async def test_a_good_request_id_is_kept_and_returned(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    response = await get("/zendesk/helpdesk?secret=x", headers={"X-Request-ID": "lb:42.a_b-c"})
+    assert response.headers["x-request-id"] == "lb:42.a_b-c"
+    assert response.text == "lb:42.a_b-c"  # the handler sees it
+    [line] = access_lines(caplog)
+    assert line.__dict__["route"] == "/zendesk/{slug}"
+    assert line.__dict__["registration"] == "helpdesk"
+    assert line.__dict__["status"] == 200
+    assert "secret" not in line.getMessage()
+
+
+@pytest.mark.parametrize("given", ["", "a b", "x" * 129, "ü", "<script>"])
+async def test_a_bad_request_id_is_replaced(given: str) -> None:
+    response = await get("/zendesk/helpdesk", headers={"X-Request-ID": given.encode()})
+    made = response.headers["x-request-id"]
+    assert made != given
+    assert len(made) == 16
+
+
+async def test_the_outcome_a_handler_noted_is_on_the_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    await get("/zendesk/helpdesk?outcome=wrong_password")
+    [line] = access_lines(caplog)
+    assert line.__dict__["outcome"] == "wrong_password"
+
+
+async def test_no_matched_route_is_a_dash(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert (await get("/nowhere/at/all")).status_code == 404
+    assert (await get("/zendesk/a/b")).status_code == 404
+    assert [r.__dict__["route"] for r in access_lines(caplog)] == ["-", "-"]
+
+
+async def test_probes_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await get("/healthz")
+    [line] = access_lines(caplog)
+    assert line.levelno == logging.DEBUG
+
+
+async def test_the_request_id_is_unset_once_answered() -> None:
+    response = await get("/zendesk/helpdesk")
+    assert response.text == response.headers["x-request-id"]
+    assert request_id.get() == ""
