@@ -68,12 +68,22 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {"request_id": rid, **fields} if rid else fields
 
 
+#: Made once: ``json.dumps`` with options builds an encoder on every call.
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (ISO 8601, UTC), level, logger, message, the
     structured fields, and ``exc`` (the traceback as one string) when there is one."""
 
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
-        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        second = int(record.created)
+        cached, seconds = self._second
+        if cached != second:  # formatting the date is a third of the line's cost
+            seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, seconds)
         line: dict[str, Any] = {
             "time": f"{seconds}.{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -87,7 +97,7 @@ class JsonFormatter(logging.Formatter):
             line["exc"] = record.exc_text
         if record.stack_info:
             line["stack"] = record.stack_info
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return _ENCODER.encode(line)
 
 
 class TextFormatter(logging.Formatter):
