@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -13,7 +14,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from bridge.logs import note_outcome, request_id
-from bridge.middleware import RequestLogMiddleware
+from bridge.middleware import RequestLogMiddleware, error_handlers
+from tests.support.leaks import CapturingHandler
 
 pytestmark = pytest.mark.anyio
 
@@ -87,3 +89,32 @@ async def test_the_request_id_is_unset_once_answered() -> None:
     response = await get("/zendesk/helpdesk")
     assert response.text == response.headers["x-request-id"]
     assert request_id.get() == ""
+
+
+async def test_an_unexpected_error_is_logged_with_the_request_id_and_a_500_line() -> None:
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    failing = Starlette(
+        routes=[Route("/broken", broken)],
+        middleware=[Middleware(RequestLogMiddleware)],
+        exception_handlers=error_handlers(),
+    )
+    handler = CapturingHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        transport = httpx.ASGITransport(app=failing, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+            response = await client.get(
+                "/broken", headers={"X-Request-ID": "boom-1", "Accept": "application/json"}
+            )
+    finally:
+        root.removeHandler(handler)
+    assert response.status_code == 500
+    lines = [json.loads(line) for line in handler.lines if line.startswith("{")]
+    [error] = [line for line in lines if line["logger"] == "bridge.http"]
+    [access] = [line for line in lines if line["logger"] == "bridge.access"]
+    assert error["request_id"] == access["request_id"] == "boom-1"
+    assert "RuntimeError: boom" in error["exc"]
+    assert (access["route"], access["status"]) == ("/broken", 500)
