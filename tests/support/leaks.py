@@ -16,8 +16,9 @@ session every line is checked against
 - :data:`PATTERNS`: ``Bearer <anything>`` and ``password=``.
 
 A line holding one fails the run (exit status 1) and the summary names it.
-Libraries' loggers keep the levels ``bridge serve`` gives them (bridge.logs.QUIET):
-the check is of what an operator's log would hold.
+The root logger is at DEBUG; libraries' loggers keep the levels ``bridge serve``
+gives them (bridge.logs.QUIET), asyncio's is at INFO: the check is of what an
+operator's log would hold at its most verbose.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class LeakCheck:
         root.setLevel(logging.DEBUG)
         for name, level in QUIET.items():
             logging.getLogger(name).setLevel(level)
+        # Every event loop announces its selector at DEBUG: noise in the tests' caplog.
+        logging.getLogger("asyncio").setLevel(logging.INFO)
         scan_sources(Path(__file__).parent.parent)
 
     @pytest.hookimpl(trylast=True)
