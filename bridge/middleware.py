@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError, InvalidRegistration, PayloadTooLarge, RetryLater
 from bridge.logs import OUTCOME_KEY, REGISTRATION_KEY, request_id
+from bridge.settings import is_valid_slug
 from bridge.templating import render
 
 log = logging.getLogger("bridge.http")
@@ -172,7 +173,7 @@ class RequestLogMiddleware:
     (never the raw path, never a query string, header or body), the status, the
     duration, the registration and the sign-in outcome when a handler noted them
     (:func:`bridge.logs.note_registration`, :func:`~bridge.logs.note_outcome`),
-    else the route's ``slug`` path parameter.
+    else the route's ``slug`` path parameter if it is a well-formed slug.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -218,7 +219,11 @@ class RequestLogMiddleware:
             return
         duration_ms = round((time.perf_counter() - start) * 1000, 1)
         route = self._template(scope)
-        registration = scope.get(REGISTRATION_KEY) or scope.get("path_params", {}).get("slug")
+        registration = scope.get(REGISTRATION_KEY)
+        if registration is None:
+            # A slug from the path is the client's text: only a well-formed one is logged.
+            slug = scope.get("path_params", {}).get("slug")
+            registration = slug if isinstance(slug, str) and is_valid_slug(slug) else None
         outcome = scope.get(OUTCOME_KEY)
         method = scope["method"]
         # Built directly (no caller look-up, no ``extra`` checks): this runs on every request.

@@ -118,3 +118,13 @@ async def test_an_unexpected_error_is_logged_with_the_request_id_and_a_500_line(
     assert error["request_id"] == access["request_id"] == "boom-1"
     assert "RuntimeError: boom" in error["exc"]
     assert (access["route"], access["status"]) == ("/broken", 500)
+
+
+async def test_a_malformed_slug_from_the_path_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    await get("/zendesk/Not%20A%20Slug%3Cx%3E")
+    [line] = access_lines(caplog)
+    assert "registration" not in line.__dict__
+    assert line.__dict__["route"] == "/zendesk/{slug}"
