@@ -163,6 +163,9 @@ QUIET = {
     # Alembic announces its dialect and its plugins on every start; the bridge
     # logs the one line worth having (bridge.storage.db: upgrading ...).
     "alembic": "WARNING",
+    # Authlib logs every issued token response (access and refresh tokens) at
+    # DEBUG: with log_level = "debug" they would reach the log (SECURITY D6).
+    "authlib": "WARNING",
 }
 
 

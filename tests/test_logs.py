@@ -133,3 +133,9 @@ def test_auto_is_text_on_a_terminal_and_json_elsewhere(
 def test_the_configuration_names_the_chosen_formatter() -> None:
     assert logging_config("info", "json")["formatters"]["bridge"]["()"] is JsonFormatter
     assert logging_config("info", "text")["formatters"]["bridge"]["()"] is TextFormatter
+
+
+def test_d6_authlib_logs_no_issued_token_even_at_debug() -> None:
+    """Authlib logs each token response it issues at DEBUG; the bridge keeps it at WARNING."""
+    config = logging_config("debug", "json")
+    assert config["loggers"]["authlib"]["level"] == "WARNING"
