@@ -35,7 +35,7 @@ from bridge.housekeeping import (
 from bridge.keys import KeyStore, hash_secret
 from bridge.manage import Registrations
 from bridge.metrics import HttpMetricsMiddleware, Metrics, route_templates
-from bridge.middleware import SecurityHeadersMiddleware, error_handlers
+from bridge.middleware import RequestLogMiddleware, SecurityHeadersMiddleware, error_handlers
 from bridge.oauth.server import OAuthServer
 from bridge.plugin import ProfileCatalog, load_profiles
 from bridge.registry import Registry, load_file_registrations
@@ -202,6 +202,7 @@ def create_app(
         middleware=[
             # Outermost, so its time includes the headers' and the error pages' work.
             Middleware(HttpMetricsMiddleware, metrics=metrics, templates=route_templates(routes)),
+            Middleware(RequestLogMiddleware),
             Middleware(SecurityHeadersMiddleware, json_paths=(admin_api.PREFIX,)),
         ],
         exception_handlers=error_handlers(),

@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.logs import configure_logging, logging_config
 
     settings = _settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Fail before binding the port: bad registrations, a schema that is behind.
     services = open_services(settings, users=cast(UserStore, _NoUsers()))
     services.db.dispose()
@@ -96,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "log_level": settings.log_level,
         # Applied by uvicorn in every worker process, not only in this one.
-        "log_config": logging_config(settings.log_level),
+        "log_config": logging_config(settings.log_level, settings.log_format),
         "access_log": False,
         "timeout_graceful_shutdown": 10,
     }

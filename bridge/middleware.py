@@ -5,12 +5,16 @@ ends in a redirect to a registered address gets a policy naming exactly that
 address's origin in ``form-action`` (:func:`page_csp`, SECURITY D7); request bodies are
 capped before anyone parses them; every :class:`~bridge.errors.BridgeError` and
 every unexpected exception becomes one clear page or JSON document with the
-right status, never a stack trace. Route handlers stay free of this plumbing.
+right status, never a stack trace. Every request gets a request id and one
+access line (:class:`RequestLogMiddleware`). Route handlers stay free of this plumbing.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,12 +22,16 @@ from urllib.parse import urlsplit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError, InvalidRegistration, PayloadTooLarge, RetryLater
+from bridge.logs import OUTCOME_KEY, REGISTRATION_KEY, request_id
+from bridge.settings import is_valid_slug
 from bridge.templating import render
 
 log = logging.getLogger("bridge.http")
+access_log = logging.getLogger("bridge.access")
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -147,6 +155,114 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, limited_receive, send_with_headers)
+
+
+#: A request id a client (or a proxy in front) may choose; any other is replaced.
+_GOOD_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+#: Probes' paths: their access lines are DEBUG, or they would flood the log.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class RequestLogMiddleware:
+    """Gives each request an id and logs one ``bridge.access`` line when it is answered.
+
+    The id is the request's ``X-Request-ID`` when it is a short token, else a new
+    random one; it is in :data:`bridge.logs.request_id` while the request is
+    answered (so every record logged meanwhile carries it) and in the response's
+    ``X-Request-ID``. The line names the method, the matched route's template
+    (never the raw path, never a query string, header or body), the status, the
+    duration, the registration and the sign-in outcome when a handler noted them
+    (:func:`bridge.logs.note_registration`, :func:`~bridge.logs.note_outcome`),
+    else the route's ``slug`` path parameter if it is a well-formed slug.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._templates: dict[int, str] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                if _GOOD_REQUEST_ID.fullmatch(value):
+                    rid = value.decode("ascii")
+                break
+        rid = rid or secrets.token_hex(8)
+        token = request_id.set(rid)
+        header = (b"x-request-id", rid.encode("ascii"))
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except BaseException:
+            # The id stays set: the handler of unexpected errors, outside this
+            # middleware, logs the exception in this same task, with this id.
+            self._log(scope, logging.INFO, status, start)
+            raise
+        probe = scope["path"] in PROBE_PATHS
+        self._log(scope, logging.DEBUG if probe else logging.INFO, status, start)
+        request_id.reset(token)
+
+    def _log(self, scope: Scope, level: int, status: int, start: float) -> None:
+        if not access_log.isEnabledFor(level):
+            return
+        duration_ms = round((time.perf_counter() - start) * 1000, 1)
+        route = self._template(scope)
+        registration = scope.get(REGISTRATION_KEY)
+        if registration is None:
+            # A slug from the path is the client's text: only a well-formed one is logged.
+            slug = scope.get("path_params", {}).get("slug")
+            registration = slug if isinstance(slug, str) and is_valid_slug(slug) else None
+        outcome = scope.get(OUTCOME_KEY)
+        method = scope["method"]
+        # Built directly (no caller look-up, no ``extra`` checks): this runs on every request.
+        record = logging.LogRecord(
+            "bridge.access",
+            level,
+            __file__,
+            0,
+            "%s %s %d %.1fms",
+            (method, route, status, duration_ms),
+            None,
+        )
+        record.method = method
+        record.route = route
+        record.status = status
+        record.duration_ms = duration_ms
+        if registration:
+            record.registration = registration
+        if outcome:
+            record.outcome = outcome
+        access_log.handle(record)
+
+    def _template(self, scope: Scope) -> str:
+        """The matched route's path template with its mounts' prefixes, or ``-``."""
+        route = scope.get("route")
+        if route is None or (isinstance(route, Mount) and route.routes):
+            return "-"  # no route, or a mount whose routes none matched
+        if self._templates is None:
+            app = scope.get("app")
+            self._templates = dict(_route_templates(getattr(app, "routes", ()), ""))
+        found = self._templates.get(id(route))
+        return found if found is not None else str(getattr(route, "path", "-"))
+
+
+def _route_templates(routes: Iterable[BaseRoute], prefix: str) -> Iterable[tuple[int, str]]:
+    for route in routes:
+        path = prefix + str(getattr(route, "path", ""))
+        yield id(route), path or "/"
+        yield from _route_templates(getattr(route, "routes", None) or (), path)
 
 
 def _plain(status: int, text: str) -> Response:

@@ -259,6 +259,9 @@ class Settings:
     database_url: str = "sqlite:///bridge.db"
     keys_dir: Path = Path("keys")
     log_level: str = "info"
+    #: ``json`` (one object per line), ``text`` (readable), or ``auto``: JSON unless
+    #: standard error is a terminal (see :func:`bridge.logs.resolve_format`).
+    log_format: str = "auto"
     #: Mounts the demo pages (/_demo/...): the built-in iMIS simulator, a demo OIDC
     #: client and a demo Zendesk. Set by ``bridge demo``; refused by ``bridge serve``
     #: and ``check-config`` (see ``load_settings(allow_demo=...)``).
@@ -507,6 +510,7 @@ _TOP: dict[str, Converter] = {
     "database_url": _non_empty_str,
     "keys_dir": _non_empty_str,
     "log_level": _str,
+    "log_format": _str,
     "demo": _bool,
     "zendesk_base_url": _optional_url,
     "purge_interval_seconds": _float,
@@ -755,6 +759,9 @@ def load_settings(
     top["log_level"] = top.get("log_level", "info").lower()
     if top["log_level"] not in {"debug", "info", "warning", "error"}:
         problems.add("log_level", "must be one of debug, info, warning, error")
+    top["log_format"] = top.get("log_format", "auto").lower()
+    if top["log_format"] not in LOG_FORMATS:
+        problems.add("log_format", "must be one of " + ", ".join(LOG_FORMATS))
 
     registrations = tuple(
         _load_registrations(config_dir / "registrations", env, sink, lazy=not resolve_env)
@@ -773,6 +780,8 @@ def load_settings(
     )
 
 
+#: The values of ``log_format`` (bridge.logs formats each).
+LOG_FORMATS = ("auto", "json", "text")
 #: Longest lifetime of an authorization code (SECURITY B2).
 MAX_CODE_SECONDS = 60
 #: Longest window in which a retrying client may reuse a rotated refresh token

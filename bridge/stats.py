@@ -28,6 +28,7 @@ from starlette.responses import Response
 
 from bridge.access import IMISUnavailable
 from bridge.connectors import AccountDisabled, OrganizationAccount, Unavailable, WrongCredentials
+from bridge.logs import note_outcome, note_registration
 from bridge.services import services
 from bridge.storage import Store
 from bridge.storage.stats import BUCKET_SECONDS, NO_REGISTRATION, Outcome
@@ -66,6 +67,9 @@ async def count(request: Request, registration: str, outcome: Outcome) -> None:
 
     Never raises: a sign-in goes on whether or not it could be counted.
     """
+    note_outcome(request.scope, outcome.value)
+    if registration != NO_REGISTRATION:
+        note_registration(request.scope, registration)
     known = services(request)
     known.metrics.sign_in(registration, outcome.value)
     try:

@@ -10,6 +10,9 @@ for this run and dropped at its end, so concurrent runs never meet.
 - ``empty_database_url`` (per test): a database with no tables at all.
 - ``db`` / ``store`` (per test): a :class:`Database` / :class:`Store` on
   ``database_url``, disposed after the test.
+
+It also registers :class:`tests.support.leaks.LeakCheck`: the run fails if any
+log line holds a secret.
 """
 
 from __future__ import annotations
@@ -25,8 +28,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bridge.storage import Database, Store
+from tests.support.leaks import LeakCheck
 
 POSTGRES_ENV = "BRIDGE_TEST_DATABASE_URL"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every log line of the run is checked for secrets at its end (SECURITY D6).
+    config.pluginmanager.register(LeakCheck(), "bridge-leak-check")
 
 
 class DatabaseFactory:

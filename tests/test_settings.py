@@ -151,6 +151,7 @@ def test_list_where_text_belongs_is_refused(tmp_path: Path) -> None:
         ('[imis]\nemails_verified = "maybe"', "imis.emails_verified", "must be true or false"),
         ("[admin]\nusers = [1]", "admin.users", "must be a list of strings"),
         ('log_level = "loud"', "log_level", "must be one of debug, info, warning, error"),
+        ('log_format = "xml"', "log_format", "must be one of auto, json, text"),
         ('keys_dir = ""', "keys_dir", "must not be empty"),
         ('[ui]\nsupport_email = "help"', "ui.support_email", "must be an email address"),
         ("[login]\npending_per_address = 0", "login.pending_per_address", "must be at least 1"),
@@ -594,6 +595,13 @@ def test_absolute_paths_are_kept(tmp_path: Path) -> None:
 
 def test_log_level_is_normalised_for_uvicorn(tmp_path: Path) -> None:
     assert load(write(tmp_path, ISSUER + 'log_level = "INFO"\n')).log_level == "info"
+
+
+def test_log_format_is_auto_unless_set_in_the_file_or_the_environment(tmp_path: Path) -> None:
+    folder = write(tmp_path, ISSUER + 'log_format = "Text"\n')
+    assert load(write(tmp_path / "bare", ISSUER)).log_format == "auto"
+    assert load(folder).log_format == "text"
+    assert load(folder, {"BRIDGE_LOG_FORMAT": "json"}).log_format == "json"
 
 
 # --- registration files ------------------------------------------------------------

@@ -38,6 +38,7 @@ from bridge.connectors import (
 )
 from bridge.connectors.phone import to_e164
 from bridge.identity import Identity
+from bridge.logs import request_id
 from bridge.metrics import Metrics
 from bridge.settings import ImisSettings
 
@@ -130,6 +131,7 @@ class ImisUserStore:
                 verify=_tls_context(),
                 headers={"Accept": "application/json", "User-Agent": "imis-bridge"},
                 follow_redirects=False,
+                event_hooks={"request": [_forward_request_id]},
             )
             for _ in range(1 if transport is not None else POOL_SHARDS)
         ]
@@ -791,3 +793,11 @@ def _log_status(
         attempt,
         attempts,
     )
+
+
+async def _forward_request_id(request: httpx.Request) -> None:
+    """iMIS calls made while answering a request carry its id (X-Request-ID), so the
+    two logs can be matched."""
+    rid = request_id.get()
+    if rid:
+        request.headers["X-Request-ID"] = rid

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp
 from bridge.demo.client import create_demo_client
 from bridge.demo.discourse import MOUNT_PATH as DEMO_FORUM_PATH
 from bridge.demo.simulator import DEFAULT_PEOPLE_FILE, load_people
-from bridge.logs import configure_logging
+from bridge.logs import configure_logging, logging_config
 from bridge.settings import Settings, load_settings
 
 
@@ -154,7 +154,7 @@ def run_demo(
     # shell (meant for a real deployment) must not redirect it.
     client_port = client_port or port + 1
     settings = load_settings(write_demo_config(folder, port, client_port), env={}, allow_demo=True)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     base = settings.issuer
     client = demo_client_url(port, client_port)
     print(
@@ -177,7 +177,14 @@ Demo people (iMIS simulator):""",
         if person.username and person.password:
             print(f"  {person.username:<16} {person.password:<18} {person.note or ''}")
     print(f"\nData in {folder.resolve()}. Press Ctrl+C to stop.\n", flush=True)
-    options: dict[str, Any] = {"host": "127.0.0.1", "log_level": "warning", "server_header": False}
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "log_level": "warning",
+        "server_header": False,
+        # The bridge's own lines (bridge.access among them) replace uvicorn's.
+        "log_config": logging_config(settings.log_level, settings.log_format),
+        "access_log": False,
+    }
     bridge = uvicorn.Server(uvicorn.Config(demo_app(settings, create_app), port=port, **options))
     client_app = create_demo_client(base, client, settings.ui)
     companion = _Companion(uvicorn.Config(client_app, port=client_port, lifespan="off", **options))

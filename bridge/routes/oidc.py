@@ -25,6 +25,7 @@ from bridge.claims import claims_for
 from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
+from bridge.logs import note_registration
 from bridge.middleware import page_csp
 from bridge.oauth.authorize import (
     AuthorizationRequest,
@@ -134,6 +135,7 @@ async def authorize(request: Request) -> Response:
     try:
         pairs = await _params(request)
         registration, areq = await services.db.run(validate, pairs, services.registry.by_client_id)
+        note_registration(request.scope, registration.slug)
     except ShowError as err:
         return _show(request, err.message)
     except RedirectError as err:
@@ -299,6 +301,8 @@ async def _browser_endpoint(request: Request, name: str | None) -> Response:
     if not client_id or len(client_id) > 200 or has_control_chars(client_id):
         return await cors.answer(request, response, None, known=False)
     registration = await registration_of_client(services_of(request), client_id)
+    if registration is not None:
+        note_registration(request.scope, registration.slug)
     return await cors.answer(request, response, registration, known=True)
 
 
@@ -432,6 +436,7 @@ async def end_session(request: Request) -> Response:
         registration = await registration_of_client(services, client_id)
         if registration is None:
             raise BadRequest("The application asking to sign you out is not registered.")
+        note_registration(request.scope, registration.slug)
     if post_logout:
         if registration is None:
             raise BadRequest("post_logout_redirect_uri needs client_id or id_token_hint.")

@@ -26,6 +26,7 @@ from bridge.connectors.imis import (
 )
 from bridge.demo.simulator import SimEmail, SimPerson
 from bridge.identity import Identity
+from bridge.logs import request_id
 from tests.connectors.conftest import (
     Sim,
     StoreFactory,
@@ -646,3 +647,21 @@ async def test_retry_after_as_http_date_is_understood() -> None:
 def test_simulator_base_url_needs_somewhere_to_go() -> None:
     with pytest.raises(ValueError, match="simulator"):
         ImisUserStore(imis_settings())
+
+
+async def test_calls_made_while_answering_a_request_carry_its_request_id() -> None:
+    seen: list[str | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("x-request-id"))
+        return httpx.Response(400, json={"error": "invalid_grant"})
+
+    transport = httpx.MockTransport(answer)
+    async with ImisUserStore(imis_settings(), transport=transport, base_url="http://imis") as store:
+        await store.authenticate("jdoe", "wrong-password")
+        token = request_id.set("req-77")
+        try:
+            await store.authenticate("jdoe", "wrong-password")
+        finally:
+            request_id.reset(token)
+    assert seen == [None, "req-77"]

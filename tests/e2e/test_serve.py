@@ -7,7 +7,7 @@ process's standard error as an operator would.
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +29,16 @@ HELPDESK = """\
     subdomain = "contoso"
     shared_secret = "zendesk-shared-secret-0123456789abcdef"
     """
-#: One line of bridge.logs.FORMAT: time, padded level, logger name, message.
-LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (INFO {3}|WARNING) (\S+): (.+)$")
+
+
+def parse(line: str) -> dict[str, object] | str:
+    """A JSON log line (standard error is a file, so ``log_format = "auto"`` is JSON),
+    or the line itself when it is not one."""
+    try:
+        found = json.loads(line)
+    except ValueError:
+        return line
+    return found if isinstance(found, dict) else line
 
 
 @dataclass
@@ -38,13 +46,9 @@ class Served:
     process: BridgeProcess
     workers: int
 
-    def lines(self, text: str) -> list[re.Match[str] | str]:
-        """Every log line containing ``text``, parsed by :data:`LINE` when it fits."""
-        found: list[re.Match[str] | str] = []
-        for line in self.process.log().splitlines():
-            if text in line:
-                found.append(LINE.match(line) or line)
-        return found
+    def lines(self, text: str) -> list[dict[str, object] | str]:
+        """Every log line containing ``text``, parsed by :func:`parse`."""
+        return [parse(line) for line in self.process.log().splitlines() if text in line]
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +93,8 @@ def test_every_worker_logs_ready_in_the_bridge_format(served: Served) -> None:
     lines = served.lines(READY)
     assert len(lines) == served.workers, served.process.log()
     for line in lines:
-        assert isinstance(line, re.Match), f"not in the bridge's format: {line!r}"
-        assert (line[1], line[2]) == ("INFO   ", "bridge")
+        assert isinstance(line, dict), f"not in the bridge's format: {line!r}"
+        assert (line["level"], line["logger"]) == ("INFO", "bridge")
 
 
 def test_a_sign_in_is_logged_by_whichever_worker_answers(served: Served) -> None:
@@ -98,8 +102,8 @@ def test_a_sign_in_is_logged_by_whichever_worker_answers(served: Served) -> None
     assert response.status_code == 303
     served.process.wait_for("sign-in ok: username='jdoe'")
     [line] = served.lines("sign-in ok: username='jdoe'")
-    assert isinstance(line, re.Match), f"not in the bridge's format: {line!r}"
-    assert (line[1], line[2]) == ("INFO   ", "bridge.login")
+    assert isinstance(line, dict), f"not in the bridge's format: {line!r}"
+    assert (line["level"], line["logger"]) == ("INFO", "bridge.login")
 
 
 def test_a_warning_is_logged_in_the_bridge_format_not_bare(served: Served) -> None:
@@ -111,8 +115,28 @@ def test_a_warning_is_logged_in_the_bridge_format_not_bare(served: Served) -> No
     assert response.status_code == 200
     served.process.wait_for("served-warning")
     [line] = served.lines("served-warning")
-    assert isinstance(line, re.Match), f"bare, not in the bridge's format: {line!r}"
-    assert (line[1], line[2]) == ("WARNING", "bridge.zendesk")
+    assert isinstance(line, dict), f"bare, not in the bridge's format: {line!r}"
+    assert (line["level"], line["logger"]) == ("WARNING", "bridge.zendesk")
+
+
+def test_each_request_is_one_access_line_with_its_route_template_and_request_id(
+    served: Served,
+) -> None:
+    response = httpx.get(
+        f"{served.process.url}/zendesk/helpdesk/logout",
+        params={"kind": "error", "message": "access-line"},
+        headers={"X-Request-ID": "trace-access-1"},
+        timeout=30,
+    )
+    assert response.headers["x-request-id"] == "trace-access-1"
+    served.process.wait_for('"trace-access-1"', count=2)
+    lines = [line for line in served.lines("trace-access-1") if isinstance(line, dict)]
+    [access] = [line for line in lines if line["logger"] == "bridge.access"]
+    assert access["route"] == "/zendesk/{slug}/logout"
+    assert (access["method"], access["status"], access["registration"]) == ("GET", 200, "helpdesk")
+    assert "access-line" not in json.dumps(access)  # never the query string
+    # The handler's own warning carries the same id.
+    assert any(line["logger"] == "bridge.zendesk" for line in lines)
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import httpx
 import jwt
 
 from tests.support.bridge import Harness, sign_in
+from tests.support.leaks import register, register_response
 
 TIMEOUT = 30
 
@@ -144,12 +145,15 @@ class Rp:
 
     def post(self, path: str, data: dict[str, str], *, basic: bool = True) -> httpx.Response:
         auth, creds = self._auth(basic)
-        return self.http.post(
+        register(self.secret)  # no log line may hold the secret or what the bridge answers
+        response = self.http.post(
             f"{self.url}{path}",
             data={**creds, **data},
             auth=auth,
             headers=self.headers,
         )
+        register_response(response)
+        return response
 
     def redeem(
         self, authz: Authorization, *, basic: bool = True, **overrides: str | None

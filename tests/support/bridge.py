@@ -23,10 +23,12 @@ import httpx
 from bridge.app import create_app
 from bridge.demo.simulator import create_simulator
 from bridge.settings import Settings, load_settings
+from tests.support.leaks import register, register_response
 from tests.support.servers import free_port, serve
 
 SERVICE_USER = "bridge-service"
 SERVICE_PASSWORD = "service-password1"
+register(SERVICE_PASSWORD)
 
 
 @dataclass
@@ -41,6 +43,8 @@ class Harness:
         kwargs.setdefault("follow_redirects", False)
         kwargs.setdefault("timeout", 30)
         kwargs.setdefault("verify", False)  # plain http on loopback; skips building a TLS context
+        # Cookies, codes and tokens it receives: no log line may hold them (SECURITY D6).
+        kwargs.setdefault("event_hooks", {"response": [register_response]})
         return httpx.Client(base_url=self.url, **kwargs)
 
     def set_faults(self, **faults: Any) -> None:
@@ -169,6 +173,10 @@ def sign_in(
     """Follow ``start`` like a browser through the login form; returns the first response
     that is neither our login page nor a redirect inside the bridge (e.g. the redirect to
     the client with a code, or an error page)."""
+    register(password)
+    hooks = browser.event_hooks
+    if register_response not in hooks["response"]:
+        browser.event_hooks = {**hooks, "response": [*hooks["response"], register_response]}
     response = browser.get(start)
     for _ in range(10):
         location = response.headers.get("location", "")

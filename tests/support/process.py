@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.leaks import add_log_file
+
 READY = "imis-bridge ready at"
 
 
@@ -62,6 +64,7 @@ def bridge_process(
 ) -> Iterator[BridgeProcess]:
     """Run ``bridge ARGS`` (a server on 127.0.0.1:``port``) until the block ends."""
     stderr = tmp_path / f"bridge-{port}.log"
+    add_log_file(stderr)  # checked for secrets at the end of the run
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "bridge", *args],

@@ -34,6 +34,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from tests.oauth.rp import pkce
+from tests.support.leaks import register_response, register_token
 from tests.support.servers import free_port, serve
 
 COOKIE = "rp-session"
@@ -132,6 +133,8 @@ def create_relying_party(rp: RelyingParty) -> Starlette:
                 auth=(WEB_CLIENT_ID, WEB_SECRET),
             )
             token.raise_for_status()
+            register_token(query["code"])
+            register_response(token)
             tokens = token.json()
             info = await http.get(
                 f"{rp.issuer}/userinfo",
