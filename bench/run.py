@@ -170,7 +170,11 @@ def worker_pids(pid: int) -> list[int]:
 # --- the bridge -------------------------------------------------------------------------------
 
 
-def write_config(folder: Path, *, port: int, imis_port: int, database_url: str) -> Path:
+def write_config(
+    folder: Path, *, port: int, imis_port: int, database_url: str, log_level: str
+) -> Path:
+    """``log_level``: "warning" leaves out the access line of each request (oidc-provider
+    writes none); "info" measures it too."""
     (folder / "registrations").mkdir(parents=True, exist_ok=True)
     (folder / "bridge.toml").write_text(
         textwrap.dedent(
@@ -178,7 +182,7 @@ def write_config(folder: Path, *, port: int, imis_port: int, database_url: str) 
             issuer = "http://127.0.0.1:{port}"
             database_url = "{database_url}"
             keys_dir = "keys"
-            log_level = "info"
+            log_level = "{log_level}"
 
             [imis]
             base_url = "http://127.0.0.1:{imis_port}"
@@ -670,7 +674,11 @@ class Bench:
         else:
             database_url = "sqlite:///bridge.db"
         config = write_config(
-            self.folder / "config", port=port, imis_port=self.imis_port, database_url=database_url
+            self.folder / "config",
+            port=port,
+            imis_port=self.imis_port,
+            database_url=database_url,
+            log_level=self.args.log_level,
         )
         if self.args.database == "postgresql":
             db_upgrade(config)
@@ -971,6 +979,7 @@ class Bench:
             port=port,
             imis_port=self.imis_port,
             database_url=PG_BENCH_URL,
+            log_level=self.args.log_level,
         )
         try:
             reset_pg_database()
@@ -1177,6 +1186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s5-browsers", type=int, default=1000)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
+        "--log-level",
+        choices=("warning", "info"),
+        default="warning",
+        help="the bridge's log level: info adds one access line per request (the peer logs none)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -1244,7 +1259,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['load_average'][0]:.2f}. Storage: imis-bridge "
         f"{info['storage']['imis-bridge']}, oidc-provider {info['storage']['oidc-provider']}. "
         f"{args.connections} connections, {args.duration:g} s windows after {args.warmup:g} s "
-        f"warm-up; {workers_text(args.workers)}.\nFloor (in-process, one call): {floor_line}. "
+        f"warm-up; {workers_text(args.workers)}; bridge log level {args.log_level}"
+        f"{' (no access lines)' if args.log_level == 'warning' else ''}.\n"
+        f"Floor (in-process, one call): {floor_line}. "
         "'crypto floor' = the unavoidable signature's share of the server CPU per unit "
         "(S1: one HS256 JWT, S2: one RS256 ID token); 'vs S0' compares HTTP requests per "
         "core-second (a flow is 3 requests, a sign-in 2)."
