@@ -20,6 +20,7 @@ import math
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ class Database:
                 f"unsupported database URL {self.url.render_as_string()!r}: "
                 "use sqlite:///PATH or postgresql+psycopg://..."
             )
+        # A Database dropped without dispose() still closes its pooled connections
+        # (else they are left to the garbage collector, unclosed, in any order).
+        weakref.finalize(self, self._engine.dispose)
         # Same pool; on SQLite, transactions from here start with a plain
         # (deferred) BEGIN so readers never queue behind the writer.
         self._read_engine = self._engine.execution_options(**{_SQLITE_BEGIN: "DEFERRED"})
