@@ -2,7 +2,7 @@
 
 This module owns *when* a sign-in outcome is counted and the one way it is
 counted (:func:`count`: in the process's memory, written to the database in
-batches by :func:`~bridge.housekeeping.flush_periodically`, so counting costs a
+batches by :func:`~bridge.housekeeping.flush_counts_periodically`, so counting costs a
 sign-in no database work and can never break it). The points where an outcome is
 decided call it: the sign-in page (:func:`count_login`, and the throttle), and
 the two flows that let a person into an app, wrapped in :func:`counted` (the

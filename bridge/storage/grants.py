@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sql
-from sqlalchemy import ColumnElement, bindparam, case, func, update
+from sqlalchemy import BindParameter, ColumnElement, bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import UpdateBase
 from sqlmodel import Session, col, select
@@ -90,8 +90,9 @@ def _token(
     }
 
 
-def _unused_code(now: int) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
-    """A code that can still be redeemed: not yet, and not expired."""
+def _unused_code(now: int | BindParameter[int]) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """A code that can still be redeemed: not yet, and not expired (``now`` a value, or
+    a bound parameter of a statement built once)."""
     return (
         col(AuthorizationCodeRow.redeemed_at).is_(None),
         col(AuthorizationCodeRow.expires_at) > now,
@@ -123,11 +124,7 @@ _CODES = table_of(AuthorizationCodeRow)
 _INSERT_CODE = Prepared(sql.insert(_CODES))
 _REDEEM_CODE = Prepared(
     update(_CODES)
-    .where(
-        _CODES.c.code_hash == bindparam("digest"),
-        _CODES.c.redeemed_at.is_(None),
-        _CODES.c.expires_at > bindparam("now"),
-    )
+    .where(_CODES.c.code_hash == bindparam("digest"), *_unused_code(bindparam("now")))
     .values(redeemed_at=bindparam("now"))
     .returning(*_CODES.columns)
 )
