@@ -22,11 +22,12 @@ from urllib.parse import urlsplit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.errors import BridgeError, InvalidRegistration, PayloadTooLarge, RetryLater
 from bridge.logs import OUTCOME_KEY, REGISTRATION_KEY, request_id
+from bridge.metrics import route_templates
 from bridge.settings import is_valid_slug
 from bridge.templating import render
 
@@ -253,16 +254,9 @@ class RequestLogMiddleware:
             return "-"  # no route, or a mount whose routes none matched
         if self._templates is None:
             app = scope.get("app")
-            self._templates = dict(_route_templates(getattr(app, "routes", ()), ""))
+            self._templates = route_templates(getattr(app, "routes", ()))
         found = self._templates.get(id(route))
         return found if found is not None else str(getattr(route, "path", "-"))
-
-
-def _route_templates(routes: Iterable[BaseRoute], prefix: str) -> Iterable[tuple[int, str]]:
-    for route in routes:
-        path = prefix + str(getattr(route, "path", ""))
-        yield id(route), path or "/"
-        yield from _route_templates(getattr(route, "routes", None) or (), path)
 
 
 def _plain(status: int, text: str) -> Response:
