@@ -30,9 +30,20 @@ from bridge.housekeeping import (
     COUNTS_FLUSH_SECONDS,
     flush_counts,
     flush_counts_periodically,
+    forget_instance,
+    instance_name,
     purge_periodically,
+    watch_keys_periodically,
 )
-from bridge.keys import KeyStore, hash_secret
+from bridge.keys import (
+    KEYS_POLL_SECONDS,
+    Kek,
+    KeyStore,
+    SealedVault,
+    Vault,
+    hash_secret,
+    vault_of,
+)
 from bridge.manage import Registrations
 from bridge.metrics import HttpMetricsMiddleware, Metrics, route_templates
 from bridge.middleware import RequestLogMiddleware, SecurityHeadersMiddleware, error_handlers
@@ -44,8 +55,20 @@ from bridge.services import Services
 from bridge.sessions import SessionManager
 from bridge.settings import ConfigurationError, Problem, Settings, load_settings
 from bridge.storage import Database, Store
+from bridge.storage.key_vault import DatabaseVault
 
 log = logging.getLogger("bridge")
+
+
+def key_vault(settings: Settings, db: Database) -> Vault:
+    """Where the keys live: ``keys_dir``, or the database sealed with the KEK."""
+    if settings.key_store == "database":
+        if settings.kek is None:  # load_settings refuses this; a hand-built Settings may not
+            raise ConfigurationError(
+                [Problem("bridge.toml", "key_store", '"database" needs a key-encryption key')]
+            )
+        return SealedVault(DatabaseVault(db), Kek(settings.kek))
+    return vault_of(settings.keys_dir)
 
 
 def build_registry(
@@ -96,7 +119,7 @@ def open_services(
             auto_upgrade=auto_upgrade
         )  # None: SQLite upgrades itself; PostgreSQL refuses
         store = Store(db)
-        keys = KeyStore.load_or_create(settings.keys_dir)
+        keys = KeyStore.load_or_create(key_vault(settings, db))
         registry = build_registry(settings, store, keys, profiles)
     except BaseException:
         db.dispose()  # a refused start must not leave pooled connections behind
@@ -178,21 +201,28 @@ def create_app(
         counting = asyncio.create_task(
             flush_counts_periodically(services, COUNTS_FLUSH_SECONDS), name="sign-in counts"
         )
-        purging = None
+        purging = watching = None
         if settings.purge_interval_seconds > 0:
             purging = asyncio.create_task(
                 purge_periodically(services, settings.purge_interval_seconds), name="purge"
+            )
+        instance = instance_name()
+        if not services.keys.cheap_reload:
+            watching = asyncio.create_task(
+                watch_keys_periodically(services, instance, KEYS_POLL_SECONDS), name="keys"
             )
         try:
             # Also as lifespan state, so mounted sub-apps (demo pages) reach it as request.state.
             yield {"services": services}
         finally:
-            for task in (purging, counting):
+            for task in (watching, purging, counting):
                 if task is not None:
                     task.cancel()  # a purge under way finishes its batch first
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await flush_counts(services)
+            if watching is not None:
+                await forget_instance(services, instance)
             await services.users.aclose()
             services.db.dispose()
             metrics.close()

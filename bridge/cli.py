@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -31,9 +32,11 @@ from bridge.errors import BridgeError
 from bridge.settings import ConfigurationError, Problem, Settings, load_settings
 
 if TYPE_CHECKING:  # only types, of modules below this one (imported for real where used)
+    from bridge.keys import Vault
     from bridge.plugin import ProfileCatalog
     from bridge.registry import Registration
     from bridge.services import Services
+    from bridge.storage.db import Database
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -176,7 +179,10 @@ def _check_database(
     from bridge.storage.repo import Store
 
     notes: list[str] = []
-    if settings.keys_dir.exists():
+    in_database = settings.key_store == "database"
+    if in_database:
+        pass  # checked below, once the schema is known to be current
+    elif settings.keys_dir.exists():
         KeyStore.open(settings.keys_dir)  # readable, or a KeyStoreError naming the problem
     else:
         notes.append(f"keys: {settings.keys_dir} is created on first start")
@@ -194,6 +200,8 @@ def _check_database(
                 raise SchemaBehind
             notes.append(f"database: schema {state}; SQLite upgrades it on first start")
             return notes
+        if in_database:
+            notes.extend(_check_key_vault(settings, db))
         # Stored registrations that clash with a file (no secret is read for this).
         registry = Registry(
             files,
@@ -209,6 +217,18 @@ def _check_database(
     finally:
         db.dispose()
     return notes
+
+
+def _check_key_vault(settings: Settings, db: Database) -> list[str]:
+    """The keys in the database open with the configured KEK (or are yet to be made)."""
+    from bridge.app import key_vault
+    from bridge.keys import KeyStore
+
+    vault = key_vault(settings, db)
+    if not vault.load()[1]:
+        return ["keys: created in the database on first start (or `bridge keys migrate`)"]
+    KeyStore.open(vault)  # opens with this KEK, or a KeyStoreError naming the problem
+    return []
 
 
 def _unused(secret: str) -> str:
@@ -641,15 +661,99 @@ def cmd_admin_token(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    settings = _settings(args, uses=("keys_dir", "tokens"))
-    if args.action == "list":
-        return keys_list(settings.keys_dir, args.json)
+    settings = _settings(args, uses=("keys_dir", "key_store", "tokens"))
+    if args.action == "migrate":
+        return keys_migrate(settings, as_json=args.json)
     from bridge.keys import retire_after_seconds
 
-    retire_after = retire_after_seconds(
-        settings.tokens.id_token_seconds, settings.tokens.access_token_seconds
+    with _key_source(settings) as source:
+        if args.action == "list":
+            return keys_list(source, args.json)
+        retire_after = retire_after_seconds(
+            settings.tokens.id_token_seconds, settings.tokens.access_token_seconds
+        )
+        return keys_rotate(
+            source,
+            args.alg,
+            args.immediate,
+            retire_after,
+            publish_lead_seconds=args.publish_lead,
+            as_json=args.json,
+        )
+
+
+@contextlib.contextmanager
+def _key_source(settings: Settings) -> Iterator[Path | Vault]:
+    """Where the configured keys are: ``keys_dir``, or the database's vault (its
+    schema must be current: the commands here change no schema)."""
+    if settings.key_store != "database":
+        yield settings.keys_dir
+        return
+    from bridge.app import key_vault
+
+    settings.require("database_url", "kek", "kek_file")
+    with _database(settings) as db:
+        yield key_vault(settings, db)
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Database]:
+    """The configured database, at the current schema (else SchemaBehind/Ahead)."""
+    from bridge.storage.db import Database, SchemaAhead, SchemaBehind
+
+    db = Database(settings.database_url)
+    try:
+        state = db.schema_state()
+        if state == "ahead":
+            raise SchemaAhead
+        if state != "current":
+            raise SchemaBehind
+        yield db
+    finally:
+        db.dispose()
+
+
+def keys_migrate(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> int:
+    """``bridge keys migrate``: copy the keys of ``keys_dir`` into the database, sealed
+    with the key-encryption key; idempotent. Then ``key_store = "database"``."""
+    from bridge.app import key_vault
+    from bridge.keys import Kek, KeyStore, KeyStoreError
+
+    out = out or sys.stdout
+    settings.require("database_url", "kek", "kek_file")
+    if settings.kek is None:
+        return _keys_error(
+            "set the key-encryption key first: BRIDGE_KEK, or kek_file in bridge.toml "
+            "(make one with `openssl rand -base64 32`, and keep it apart from database backups)"
+        )
+    database_settings = dataclasses.replace(settings, key_store="database")
+    try:
+        source = KeyStore.open(settings.keys_dir)
+        with _database(settings) as db:
+            target = key_vault(database_settings, db)
+            store, copied = source.copy_into(target)
+    except KeyStoreError as exc:
+        return _keys_error(str(exc))
+    infos = store.list_keys()
+    summary = {
+        "copied": copied,
+        "from": str(settings.keys_dir),
+        "signing_keys": len(infos),
+        "keyring_keys": len(store.keyring_ids()),
+        "kek_id": Kek(settings.kek).id.hex(),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2), file=out)
+        return EXIT_OK
+    verb = "Copied" if copied else "Already in the database, nothing copied:"
+    print(
+        f"{verb} {len(infos)} signing key(s) and the keyring ({len(store.keyring_ids())} "
+        f"key(s)) from {settings.keys_dir}, sealed with key-encryption key {summary['kek_id']}.\n"
+        'Next: set key_store = "database" in bridge.toml and restart every bridge process. '
+        f"Keep {settings.keys_dir} as a backup until all of them run on the database.",
+        file=out,
     )
-    return keys_rotate(settings.keys_dir, args.alg, args.immediate, retire_after, as_json=args.json)
+    return EXIT_OK
 
 
 def _keys_error(reason: str) -> int:
@@ -658,13 +762,13 @@ def _keys_error(reason: str) -> int:
     return EXIT_FAIL
 
 
-def keys_list(keys_dir: Path, as_json: bool, *, out: TextIO | None = None) -> int:
+def keys_list(source: Path | Vault, as_json: bool, *, out: TextIO | None = None) -> int:
     """``bridge keys list``: the signing keys and keyring ids as a table or JSON."""
     from bridge.keys import KeyStore, KeyStoreError, human_time
 
     out = out or sys.stdout
     try:
-        store = KeyStore.open(keys_dir)
+        store = KeyStore.open(source)
     except KeyStoreError as exc:
         return _keys_error(str(exc))
     now = datetime.now(UTC)
@@ -706,7 +810,7 @@ def keys_list(keys_dir: Path, as_json: bool, *, out: TextIO | None = None) -> in
 
 
 def keys_rotate(
-    keys_dir: Path,
+    source: Path | Vault,
     alg: str,
     immediate: bool,
     retire_after_seconds: int,
@@ -727,7 +831,7 @@ def keys_rotate(
     lead = DEFAULT_PUBLISH_LEAD_SECONDS if publish_lead_seconds is None else publish_lead_seconds
     try:
         check_alg(alg)
-        store = KeyStore.open(keys_dir, publish_lead_seconds=lead)
+        store = KeyStore.open(source, publish_lead_seconds=lead)
         result = store.rotate(alg, retire_after_seconds=retire_after_seconds, immediate=immediate)
     except (KeyStoreError, ValueError) as exc:
         return _keys_error(str(exc))
@@ -896,6 +1000,14 @@ def build_parser() -> argparse.ArgumentParser:
     _with_config(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_keys)
+    migrate_help = (
+        "copy the keys of keys_dir into the database, sealed with the key-encryption "
+        'key (BRIDGE_KEK or kek_file); then set key_store = "database"'
+    )
+    p = keys.add_parser("migrate", help=migrate_help, description=migrate_help)
+    _with_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_keys)
     p = keys.add_parser("rotate", help="publish a new key, then (next run) sign with it")
     _with_config(p)
     p.add_argument(
@@ -907,6 +1019,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="immediate",
         action="store_true",
         help="publish and start signing at once (RPs caching JWKS may lag)",
+    )
+    p.add_argument(
+        "--publish-lead",
+        type=int,
+        metavar="SECONDS",
+        help="how long a new key is published before it may sign: longer than relying "
+        "parties cache the JWKS (default 86400)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_keys)

@@ -10,6 +10,7 @@ with the profile (see :mod:`bridge.registry`). Nothing here runs at import time.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
 import os
@@ -27,6 +28,10 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+#: Where the signing keys and the keyring may be kept (``key_store``).
+KEY_STORES = ("files", "database")
+#: The length of a key-encryption key (AES-256), given in base64.
+KEK_BYTES = 32
 #: Where problems with ``BRIDGE_*`` environment overrides are reported.
 ENVIRONMENT = "environment"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -258,6 +263,12 @@ class Settings:
     config_dir: Path
     database_url: str = "sqlite:///bridge.db"
     keys_dir: Path = Path("keys")
+    #: Where the signing keys and the keyring live: ``files`` (``keys_dir``, one host)
+    #: or ``database`` (sealed with the key-encryption key, shared by every process).
+    key_store: str = "files"
+    #: The key-encryption key (32 bytes), from ``kek`` (``BRIDGE_KEK``) or ``kek_file``,
+    #: base64; None if neither is set. Never shown.
+    kek: bytes | None = field(default=None, repr=False)
     log_level: str = "info"
     #: ``json`` (one object per line), ``text`` (readable), or ``auto``: JSON unless
     #: standard error is a terminal (see :func:`bridge.logs.resolve_format`).
@@ -509,6 +520,9 @@ _TOP: dict[str, Converter] = {
     "issuer": _str,
     "database_url": _non_empty_str,
     "keys_dir": _non_empty_str,
+    "key_store": _str,
+    "kek": _non_empty_str,
+    "kek_file": _non_empty_str,
     "log_level": _str,
     "log_format": _str,
     "demo": _bool,
@@ -655,6 +669,57 @@ def _resolve_database_url(config_dir: Path, url: str, problems: Problems) -> str
     return url
 
 
+def _load_kek(
+    top: dict[str, Any], config_dir: Path, problems: Problems, unresolved: Mapping[str, Any]
+) -> None:
+    """``key_store``, and the KEK from ``kek`` or the file ``kek_file`` (never echoed)."""
+    top["key_store"] = store = str(top.get("key_store") or "files").lower()
+    if store not in KEY_STORES:
+        problems.add("key_store", "must be one of " + ", ".join(KEY_STORES))
+    text, file = top.pop("kek", None), top.pop("kek_file", None)
+    if text is not None and file is not None:
+        problems.add("kek_file", "give the key-encryption key once: kek (BRIDGE_KEK) or kek_file")
+        return
+    key = "kek"
+    if file is not None:
+        key, path = "kek_file", _resolve(config_dir, file)
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
+            problems.add("kek_file", f"{path}: cannot be read: {reason}")
+            return
+    if text is not None:
+        kek = decode_kek(text)
+        if kek is None:
+            problems.add(
+                key,
+                f"must be {KEK_BYTES} random bytes in base64 (make one with "
+                "`openssl rand -base64 32`)",
+            )
+        top["kek"] = kek
+    given_later = "kek" in unresolved or "kek_file" in unresolved  # a command not using it
+    if store == "database" and top.get("kek") is None and not problems.has(key) and not given_later:
+        problems.add(
+            "key_store",
+            '"database" needs a key-encryption key: set BRIDGE_KEK, or kek_file '
+            "to a file holding one (`openssl rand -base64 32`)",
+        )
+
+
+def decode_kek(text: str) -> bytes | None:
+    """The :data:`KEK_BYTES` bytes of a base64 (or base64url) KEK, or None."""
+    raw = text.strip()
+    if not raw or len(raw) > 4 * KEK_BYTES:
+        return None
+    try:
+        standard = raw.replace("-", "+").replace("_", "/")
+        decoded = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except ValueError:
+        return None
+    return decoded if len(decoded) == KEK_BYTES else None
+
+
 def _check_issuer(issuer: str, problems: Problems) -> None:
     reason = url_problem(issuer)
     if reason:
@@ -753,6 +818,7 @@ def load_settings(
             "registration, a rotated secret, must reach every process within seconds)",
         )
     top["keys_dir"] = _resolve(config_dir, top.get("keys_dir") or "keys")
+    _load_kek(top, config_dir, problems, unresolved)
     top["database_url"] = _resolve_database_url(
         config_dir, top.get("database_url") or "sqlite:///bridge.db", problems
     )

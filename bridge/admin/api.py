@@ -468,7 +468,7 @@ async def list_audit(request: Request, known: Services, caller: Caller) -> Respo
 async def list_keys(request: Request, known: Services, caller: Caller) -> Response:
     """The signing keys' state and dates (never a key), and the keyring's ids."""
     _query(request, _NONE)
-    known.keys.reload_if_changed()  # two stat calls: a rotation by the CLI shows at once
+    known.keys.reload_if_cheap()  # a folder's rotation by the CLI shows at once
     now = datetime.now(UTC)
     ids = known.keys.keyring_ids()
     return _json(

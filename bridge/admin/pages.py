@@ -782,7 +782,7 @@ def _detail_text(detail: Any) -> str:
 
 
 def _key_rows(known: Services) -> list[dict[str, str]]:
-    known.keys.reload_if_changed()
+    known.keys.reload_if_cheap()
     now = datetime.now(UTC)
     rows = []
     for info in known.keys.list_keys():

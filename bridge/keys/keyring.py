@@ -1,4 +1,4 @@
-"""The keyring in ``keys_dir/keyring.json``: Fernet keys that encrypt secrets stored at rest.
+"""The keyring (``keyring.json`` in the key vault): Fernet keys that encrypt secrets stored at rest.
 
 This module owns the keyring file's format, adding a key to it, encrypting and
 decrypting stored secrets (``fernet:<key id>:<Fernet token>``: the newest key
@@ -6,9 +6,9 @@ encrypts, every key decrypts), and deriving per-purpose MAC keys from the
 keyring (:meth:`Keyring.mac_keys`, e.g. for device cookies) so that no other
 secret needs configuring. It must not decide which values are secret or where
 they are stored (the registry does), must never log or return a keyring key
-except as a derived MAC key to its caller, and must not take the ``keys_dir``
-lock itself: :class:`bridge.keys.KeyStore` holds it around every change and
-re-reads its snapshot under it.
+except as a derived MAC key to its caller, and must not take the vault's lock
+itself: :class:`bridge.keys.KeyStore` holds it around every change and re-reads
+its snapshot after it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 from cryptography.fernet import Fernet
 from cryptography.fernet import InvalidToken as FernetInvalidToken
 
 from bridge.keys.encoding import aware, iso
-from bridge.keys.files import KeyStoreError, read_entries, tighten, write_entries
+from bridge.keys.files import KeyStoreError, dump_entries, parse_entries
+from bridge.keys.vault import VaultWriter
 
 __all__ = [
     "KEYRING",
@@ -35,7 +35,7 @@ __all__ = [
     "KeyringEntry",
     "SecretDecryptionError",
     "add_keyring_key",
-    "read_keyring",
+    "parse_keyring",
 ]
 
 KEYRING: Final = "keyring.json"
@@ -54,62 +54,58 @@ class KeyringEntry:
     created_at: datetime
 
 
-def read_keyring(keys_dir: Path) -> list[KeyringEntry] | None:
-    """The keyring's entries, oldest first, or None if there is no keyring file."""
-    path = keys_dir / KEYRING
-    raw_keys = read_entries(path)
+def parse_keyring(raw: bytes | None, where: str) -> list[KeyringEntry] | None:
+    """The keyring's entries, oldest first, or None if there is no keyring blob."""
+    raw_keys = parse_entries(raw, where)
     if raw_keys is None:
         return None
-    tighten(path)
     entries: list[KeyringEntry] = []
-    for i, raw in enumerate(raw_keys):
-        where = f"{path}: keys[{i}]"
-        if not isinstance(raw, dict):
-            raise KeyStoreError(f"{where}: must be an object")
-        key_id, key, created = raw.get("id"), raw.get("key"), raw.get("created_at")
+    for i, item in enumerate(raw_keys):
+        at = f"{where}: keys[{i}]"
+        if not isinstance(item, dict):
+            raise KeyStoreError(f"{at}: must be an object")
+        key_id, key, created = item.get("id"), item.get("key"), item.get("created_at")
         if not isinstance(key_id, str) or not _KEYRING_ID.match(key_id):
-            raise KeyStoreError(f"{where}: id must be lowercase hex")
+            raise KeyStoreError(f"{at}: id must be lowercase hex")
         if not isinstance(key, str) or not isinstance(created, str):
-            raise KeyStoreError(f"{where}: key and created_at must be strings")
+            raise KeyStoreError(f"{at}: key and created_at must be strings")
         try:
             Fernet(key)
             created_at = aware(datetime.fromisoformat(created))
         except ValueError as exc:
-            raise KeyStoreError(f"{where}: not a Fernet key with an ISO 8601 UTC time") from exc
+            raise KeyStoreError(f"{at}: not a Fernet key with an ISO 8601 UTC time") from exc
         entries.append(KeyringEntry(key_id, key, created_at))
     return entries
 
 
-def _write_keyring(keys_dir: Path, entries: Sequence[KeyringEntry]) -> None:
-    write_entries(
-        keys_dir / KEYRING,
-        [{"id": e.id, "key": e.key, "created_at": iso(e.created_at)} for e in entries],
-    )
-
-
-def add_keyring_key(keys_dir: Path, now: datetime) -> KeyringEntry:
-    """Append a new key, which encrypts from now on; the caller holds the ``keys_dir`` lock."""
-    entries = read_keyring(keys_dir) or []
+def add_keyring_key(vault: VaultWriter, where: str, now: datetime) -> KeyringEntry:
+    """Append a new key, which encrypts from now on; the caller holds the vault's lock."""
+    entries = parse_keyring(vault.read(KEYRING), f"{where}/{KEYRING}") or []
     used = {e.id for e in entries}
     key_id = secrets.token_hex(4)
     while key_id in used:
         key_id = secrets.token_hex(4)
     entry = KeyringEntry(key_id, Fernet.generate_key().decode("ascii"), now)
-    _write_keyring(keys_dir, [*entries, entry])
+    vault.write(
+        KEYRING,
+        dump_entries(
+            [{"id": e.id, "key": e.key, "created_at": iso(e.created_at)} for e in [*entries, entry]]
+        ),
+    )
     return entry
 
 
 @dataclass(frozen=True, slots=True)
 class Keyring:
-    """One immutable snapshot of the keyring of ``path``; the last entry encrypts."""
+    """One immutable snapshot of the keyring kept at ``where``; the last entry encrypts."""
 
-    path: Path
+    where: str
     entries: tuple[KeyringEntry, ...]
     fernets: dict[str, Fernet]
 
     @classmethod
-    def of(cls, path: Path, entries: Sequence[KeyringEntry]) -> Keyring:
-        return cls(path, tuple(entries), {e.id: Fernet(e.key) for e in entries})
+    def of(cls, where: str, entries: Sequence[KeyringEntry]) -> Keyring:
+        return cls(where, tuple(entries), {e.id: Fernet(e.key) for e in entries})
 
     def ids(self) -> list[str]:
         """Keyring key ids, oldest first; the last one encrypts."""
@@ -132,7 +128,7 @@ class Keyring:
             raise SecretDecryptionError("not an encrypted secret written by this bridge")
         if fernet is None:
             raise SecretDecryptionError(
-                f"encrypted with keyring key {key_id!r}, which is not in {self.path}"
+                f"encrypted with keyring key {key_id!r}, which is not in {self.where}"
             )
         try:
             return fernet.decrypt(body.encode("ascii")).decode("utf-8")

@@ -31,13 +31,12 @@ keys (a reader racing a deletion simply re-reads).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,19 +49,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from bridge.keys.encoding import aware, b64url, b64url_decode, human_time, iso
 from bridge.keys.files import (
     TMP_PREFIX,
+    DirectoryVault,
     KeyStoreError,
-    ensure_dir,
-    locked,
-    read_entries,
-    tighten,
-    write_atomic,
-    write_entries,
+    dump_entries,
+    parse_entries,
 )
-from bridge.keys.keyring import KEYRING, Keyring, KeyringEntry, add_keyring_key, read_keyring
+from bridge.keys.keyring import KEYRING, Keyring, KeyringEntry, add_keyring_key, parse_keyring
+from bridge.keys.vault import Vault, VaultWriter
 
 __all__ = [
     "DEFAULT_PUBLISH_LEAD_SECONDS",
+    "KEYS_POLL_SECONDS",
     "MANIFEST",
+    "PEER_SILENCE_SECONDS",
+    "PEER_WAIT_SECONDS",
     "SUPPORTED_ALGS",
     "InvalidToken",
     "KeyInfo",
@@ -70,6 +70,7 @@ __all__ = [
     "RotationResult",
     "check_alg",
     "jwk_thumbprint",
+    "vault_of",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -83,6 +84,15 @@ SUPPORTED_ALGS: Final = ("RS256", "ES256")
 DEFAULT_PUBLISH_LEAD_SECONDS: Final = 24 * 3600
 #: Added to the longest token lifetime before a rotated-out signing key leaves JWKS.
 ROTATION_MARGIN_SECONDS: Final = 300
+#: How often a serving process reads a database vault's stamp (and acknowledges
+#: the keys it publishes): a change made at another process is seen within this.
+KEYS_POLL_SECONDS: Final = 1.0
+#: A serving process silent for this long (stopped, crashed, cut off) no longer
+#: holds back a rotation; it reloads before it signs again.
+PEER_SILENCE_SECONDS: Final = 30
+#: How long an immediate rotation waits for every serving process to publish the key.
+PEER_WAIT_SECONDS: Final = 5.0
+_PEER_WAIT_STEP_SECONDS: Final = 0.2
 
 
 def retire_after_seconds(*token_lifetimes: int) -> int:
@@ -262,6 +272,8 @@ class RotationResult:
     ready_at: datetime | None = None
     dropped: tuple[str, ...] = ()
     immediate: bool = False
+    #: Serving processes that have not yet published the pending key (database vault).
+    waiting_for: tuple[str, ...] = ()
 
     def describe(self) -> str:
         lines: list[str] = []
@@ -281,6 +293,13 @@ class RotationResult:
                 f"It starts signing at the next rotation after {human_time(self.ready_at)}, "
                 "when relying parties have had time to fetch it: run `bridge keys rotate` "
                 "again then (or use --now)."
+            )
+        if self.waiting_for:
+            lines.append(
+                f"It does not sign before every serving process publishes it; waiting for "
+                f"{len(self.waiting_for)}: {', '.join(self.waiting_for)} (each reloads keys "
+                f"every {KEYS_POLL_SECONDS:g} s; one silent for {PEER_SILENCE_SECONDS} s "
+                "no longer counts)."
             )
         if self.immediate and self.published and self.promoted:
             lines.append(
@@ -302,6 +321,7 @@ class RotationResult:
             "ready_at": iso(self.ready_at),
             "dropped": list(self.dropped),
             "immediate": self.immediate,
+            "waiting_for": list(self.waiting_for),
         }
 
 
@@ -313,42 +333,43 @@ class _Key:
     jwk: dict[str, str]  # public members + kid, use, alg; copied before leaving the module
 
 
-Stamp = tuple[tuple[int, int, int] | None, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class _State:
-    """One consistent, immutable snapshot of ``keys_dir``; swapped whole on reload."""
+    """One consistent, immutable snapshot of the vault; swapped whole on reload."""
 
     keys: dict[str, _Key]
     current: dict[str, _Key]
     keyring: Keyring
-    stamp: Stamp
+    stamp: Hashable
 
 
-# --- disk ---------------------------------------------------------------------
+class _Torn(Exception):
+    """The manifest names a key blob the same read did not find: a rotation raced it."""
 
 
-def _read_manifest(keys_dir: Path) -> list[KeyInfo] | None:
-    path = keys_dir / MANIFEST
-    raw_keys = read_entries(path)
+# --- the vault's blobs ----------------------------------------------------------
+
+
+def _parse_manifest(raw: bytes | None, where: str) -> list[KeyInfo] | None:
+    at = f"{where}/{MANIFEST}"
+    raw_keys = parse_entries(raw, at)
     if raw_keys is None:
         return None
-    infos = [KeyInfo.from_json(raw, f"{path}: keys[{i}]") for i, raw in enumerate(raw_keys)]
+    infos = [KeyInfo.from_json(item, f"{at}: keys[{i}]") for i, item in enumerate(raw_keys)]
     if len({info.kid for info in infos}) != len(infos):
-        raise KeyStoreError(f"{path}: a kid appears twice")
+        raise KeyStoreError(f"{at}: a kid appears twice")
     for alg in SUPPORTED_ALGS:
         for state in ("next", "current"):
             if sum(1 for i in infos if i.alg == alg and i.state == state) > 1:
-                raise KeyStoreError(f"{path}: more than one {state} {alg} key")
+                raise KeyStoreError(f"{at}: more than one {state} {alg} key")
     return infos
 
 
-def _write_manifest(keys_dir: Path, infos: Sequence[KeyInfo]) -> None:
-    write_entries(keys_dir / MANIFEST, [info.to_json() for info in infos])
+def _write_manifest(vault: VaultWriter, infos: Sequence[KeyInfo]) -> None:
+    vault.write(MANIFEST, dump_entries([info.to_json() for info in infos]))
 
 
-def _create_key(keys_dir: Path, alg: str, state: str, now: datetime) -> KeyInfo:
+def _create_key(vault: VaultWriter, alg: str, state: str, now: datetime) -> KeyInfo:
     private = _generate(alg)
     kid = jwk_thumbprint(_public_members(private.public_key()))
     info = KeyInfo(
@@ -363,65 +384,56 @@ def _create_key(keys_dir: Path, alg: str, state: str, now: datetime) -> KeyInfo:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_atomic(keys_dir / info.file_name, pem)
+    vault.write(info.file_name, pem)
     return info
 
 
-def _load_key(keys_dir: Path, info: KeyInfo) -> _Key:
-    path = keys_dir / info.file_name
-    pem = path.read_bytes()  # FileNotFoundError means a racing rotation: the caller re-reads
-    tighten(path)
+def _load_key(pem: bytes, info: KeyInfo, where: str) -> _Key:
+    at = f"{where}/{info.file_name}"
     try:
         private = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise KeyStoreError(f"{path}: not an unencrypted PEM private key") from exc
+        raise KeyStoreError(f"{at}: not an unencrypted PEM private key") from exc
     if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) or not _alg_fits(
         info.alg, private
     ):
-        raise KeyStoreError(f"{path}: key type does not fit {info.alg}")
+        raise KeyStoreError(f"{at}: key type does not fit {info.alg}")
     public = private.public_key()
     members = _public_members(public)
     if jwk_thumbprint(members) != info.kid:
-        raise KeyStoreError(f"{path}: key does not match its kid in {MANIFEST}")
+        raise KeyStoreError(f"{at}: key does not match its kid in {MANIFEST}")
     return _Key(info, private, public, {**members, "kid": info.kid, "use": "sig", "alg": info.alg})
 
 
-def _stamp(keys_dir: Path) -> Stamp:
-    """Cheap change detector: atomic replace gives every write a new inode."""
-    out: list[tuple[int, int, int] | None] = []
-    for name in (MANIFEST, KEYRING):
-        try:
-            st = os.stat(keys_dir / name)
-        except FileNotFoundError:
-            out.append(None)
-        else:
-            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(out)
+def _state_of(stamp: Hashable, blobs: dict[str, bytes], where: str) -> _State:
+    infos = _parse_manifest(blobs.get(MANIFEST), where)
+    keyring = parse_keyring(blobs.get(KEYRING), f"{where}/{KEYRING}")
+    if infos is None or keyring is None:
+        raise KeyStoreError(f"{where}: no keys here; they are created when the bridge first starts")
+    keys: dict[str, _Key] = {}
+    for info in infos:
+        pem = blobs.get(info.file_name)
+        if pem is None:
+            raise _Torn(info.file_name)
+        keys[info.kid] = _load_key(pem, info, where)
+    current = {k.info.alg: k for k in keys.values() if k.info.state == "current"}
+    missing = [alg for alg in SUPPORTED_ALGS if alg not in current]
+    if missing or not keyring:
+        what = f"no current {', '.join(missing)} key" if missing else "an empty keyring"
+        raise KeyStoreError(f"{where}: incomplete key set ({what})")
+    return _State(keys, current, Keyring.of(f"{where}/{KEYRING}", keyring), stamp)
 
 
-def _read_state(keys_dir: Path) -> _State:
+def _read_state(vault: Vault) -> _State:
     for attempt in range(_LOAD_ATTEMPTS):
-        stamp = _stamp(keys_dir)  # taken first: a write after it forces one more reload
-        infos = _read_manifest(keys_dir)
-        keyring = read_keyring(keys_dir)
-        if infos is None or keyring is None:
-            raise KeyStoreError(
-                f"{keys_dir}: no keys here; they are created when the bridge first starts"
-            )
+        stamp, blobs = vault.load()  # the stamp is taken first: a later write reloads again
         try:
-            keys = {info.kid: _load_key(keys_dir, info) for info in infos}
-        except FileNotFoundError as exc:
+            return _state_of(stamp, blobs, vault.where)
+        except _Torn as exc:
             if attempt + 1 == _LOAD_ATTEMPTS:
                 raise KeyStoreError(
-                    f"{keys_dir}: {MANIFEST} names a key file that is missing: {exc.filename}"
+                    f"{vault.where}: {MANIFEST} names a key that is missing: {exc}"
                 ) from exc
-            continue
-        current = {k.info.alg: k for k in keys.values() if k.info.state == "current"}
-        missing = [alg for alg in SUPPORTED_ALGS if alg not in current]
-        if missing or not keyring:
-            what = f"no current {', '.join(missing)} key" if missing else "an empty keyring"
-            raise KeyStoreError(f"{keys_dir}: incomplete key set ({what})")
-        return _State(keys, current, Keyring.of(keys_dir / KEYRING, keyring), stamp)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -452,53 +464,59 @@ def _purge(infos: list[KeyInfo], now: datetime) -> tuple[list[KeyInfo], list[Key
     return kept, dropped
 
 
-def _start_fresh(keys_dir: Path, keyring: list[KeyringEntry] | None) -> None:
-    """First start: write an empty manifest before any key file.
+def _start_fresh(vault: VaultWriter, where: str, keyring: list[KeyringEntry] | None) -> None:
+    """First start: write an empty manifest before any key blob.
 
-    From then on a key file the manifest does not name is a leftover of a
-    crashed writer and safe to delete. Key files with no manifest at all mean
+    From then on a key blob the manifest does not name is a leftover of a
+    crashed writer and safe to delete. Key blobs with no manifest at all mean
     someone removed it: refuse rather than delete keys an operator may need.
     """
-    strays = sorted(p.name for p in keys_dir.iterdir() if _PEM_FILE.match(p.name))
+    strays = [name for name in vault.names() if _PEM_FILE.match(name)]
     if strays or keyring:
         found = ", ".join([*strays, KEYRING] if keyring else strays)
         raise KeyStoreError(
-            f"{keys_dir}: {MANIFEST} is missing but keys are present ({found}); "
+            f"{where}: {MANIFEST} is missing but keys are present ({found}); "
             f"restore {MANIFEST} from a backup, or move the keys away to start afresh"
         )
-    _write_manifest(keys_dir, [])
+    _write_manifest(vault, [])
 
 
-def _remove_unlisted(keys_dir: Path, infos: Sequence[KeyInfo]) -> None:
-    """Delete key files the manifest no longer names and temp files of crashed writers.
+def _remove_unlisted(vault: VaultWriter, infos: Sequence[KeyInfo]) -> None:
+    """Delete key blobs the manifest no longer names, and temp files of crashed writers.
 
     Called only under the lock, after the manifest was written, so nothing
     removed here is being written or can be named again.
     """
     listed = {info.file_name for info in infos}
-    for path in keys_dir.iterdir():
-        name = path.name
+    for name in vault.names():
         if (_PEM_FILE.match(name) and name not in listed) or name.startswith(TMP_PREFIX):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            vault.delete(name)
+
+
+def vault_of(source: str | Path | Vault) -> Vault:
+    """``source`` itself, or the folder vault of a ``keys_dir`` path."""
+    if isinstance(source, str | Path):
+        return DirectoryVault(Path(source), stamped=(MANIFEST, KEYRING))
+    return source
 
 
 # --- the store ----------------------------------------------------------------
 
 
 class KeyStore:
-    """Signing keys, JWKS and secret keyring of one ``keys_dir``, cached in memory.
+    """Signing keys, JWKS and secret keyring of one :class:`~bridge.keys.vault.Vault`, in memory.
 
     Build one with :meth:`load_or_create` (server start) or :meth:`open`
-    (commands that must not create keys). Reads use an immutable snapshot, so
-    one instance may be shared by threads; call :meth:`reload_if_changed`
-    periodically (e.g. once a second) to pick up rotations done by other
-    processes.
+    (commands that must not create keys), from a ``keys_dir`` path or a vault.
+    Reads use an immutable snapshot, so one instance may be shared by threads;
+    call :meth:`reload_if_changed` to pick up rotations done by other processes:
+    on every use for a folder (:attr:`cheap_reload`), every
+    :data:`KEYS_POLL_SECONDS` from housekeeping for the database.
     """
 
     def __init__(
         self,
-        keys_dir: Path,
+        vault: Vault,
         state: _State,
         *,
         publish_lead_seconds: int = DEFAULT_PUBLISH_LEAD_SECONDS,
@@ -506,38 +524,48 @@ class KeyStore:
     ) -> None:
         if publish_lead_seconds < 0:
             raise ValueError("publish_lead_seconds must not be negative")
-        self.keys_dir = keys_dir
+        self.vault = vault
+        #: Why the last reload failed (the keys in memory keep serving), or None.
+        self.problem: str | None = None
+        #: This serving process among its peers, once it :meth:`acknowledge`\ d.
+        self.instance: str | None = None
         self.publish_lead_seconds = publish_lead_seconds
         self._clock = clock
         self._state = state
+
+    @property
+    def cheap_reload(self) -> bool:
+        """Whether :meth:`reload_if_changed` is cheap enough for every request."""
+        return self.vault.cheap_stamp
 
     # construction ----------------------------------------------------------
 
     @classmethod
     def load_or_create(
         cls,
-        keys_dir: str | Path,
+        source: str | Path | Vault,
         *,
         publish_lead_seconds: int = DEFAULT_PUBLISH_LEAD_SECONDS,
         clock: Clock = _utcnow,
     ) -> KeyStore:
-        """Load ``keys_dir``, first creating whatever is missing (keys, keyring, the folder).
+        """Load the keys, first creating whatever is missing (keys, keyring, the folder).
 
         Safe when several processes start at once: creation happens under the
-        lock and the first one wins. Retired keys whose time is up are removed.
+        vault's lock and the first one wins. Retired keys whose time is up are removed.
         """
-        keys_dir = Path(keys_dir)
-        ensure_dir(keys_dir)
-        with locked(keys_dir):
+        vault = vault_of(source)
+        vault.prepare()
+        where = vault.where
+        with vault.locked() as tx:
             now = aware(clock())
-            listed = _read_manifest(keys_dir)
-            keyring = read_keyring(keys_dir)
+            listed = _parse_manifest(tx.read(MANIFEST), where)
+            keyring = parse_keyring(tx.read(KEYRING), f"{where}/{KEYRING}")
             if listed is None:
-                _start_fresh(keys_dir, keyring)
+                _start_fresh(tx, where, keyring)
                 listed = []
             elif keyring is None:
                 raise KeyStoreError(
-                    f"{keys_dir / KEYRING} is missing: restore it from a backup, since "
+                    f"{where}/{KEYRING} is missing: restore it from a backup, since "
                     "stored secrets cannot be decrypted without it. If it is truly lost, "
                     f'write {{"version": 1, "keys": []}} to it and re-enter every stored secret.'
                 )
@@ -545,47 +573,116 @@ class KeyStore:
             changed = bool(dropped)
             for alg in SUPPORTED_ALGS:
                 if not any(i.alg == alg and i.state == "current" for i in infos):
-                    infos.append(_create_key(keys_dir, alg, "current", now))
+                    infos.append(_create_key(tx, alg, "current", now))
                     changed = True
             if not keyring:
-                add_keyring_key(keys_dir, now)
+                add_keyring_key(tx, where, now)
             if changed:
-                _write_manifest(keys_dir, infos)
-            _remove_unlisted(keys_dir, infos)
-            state = _read_state(keys_dir)
-        return cls(keys_dir, state, publish_lead_seconds=publish_lead_seconds, clock=clock)
+                _write_manifest(tx, infos)
+            _remove_unlisted(tx, infos)
+        return cls(
+            vault, _read_state(vault), publish_lead_seconds=publish_lead_seconds, clock=clock
+        )
 
     @classmethod
     def open(
         cls,
-        keys_dir: str | Path,
+        source: str | Path | Vault,
         *,
         publish_lead_seconds: int = DEFAULT_PUBLISH_LEAD_SECONDS,
         clock: Clock = _utcnow,
     ) -> KeyStore:
-        """Load an existing ``keys_dir``; :class:`KeyStoreError` if there are no keys."""
-        keys_dir = Path(keys_dir)
-        if not keys_dir.is_dir():
+        """Load existing keys; :class:`KeyStoreError` if there are none."""
+        vault = vault_of(source)
+        if isinstance(vault, DirectoryVault) and not vault.keys_dir.is_dir():
             raise KeyStoreError(
-                f"{keys_dir}: no keys here; they are created when the bridge first starts"
+                f"{vault.where}: no keys here; they are created when the bridge first starts"
             )
         return cls(
-            keys_dir,
-            _read_state(keys_dir),
-            publish_lead_seconds=publish_lead_seconds,
-            clock=clock,
+            vault, _read_state(vault), publish_lead_seconds=publish_lead_seconds, clock=clock
         )
 
     def reload_if_changed(self) -> bool:
-        """Re-read ``keys_dir`` if another process changed it; two ``stat`` calls otherwise.
+        """Re-read the vault if another process changed it (its stamp moved).
 
-        On a broken directory this raises :class:`KeyStoreError` and keeps
-        serving the last good snapshot.
+        On a broken vault this raises :class:`KeyStoreError` and keeps serving the
+        last good snapshot.
         """
-        if _stamp(self.keys_dir) == self._state.stamp:
+        if self.vault.stamp() == self._state.stamp:
             return False
-        self._state = _read_state(self.keys_dir)
+        try:
+            self._state = _read_state(self.vault)
+        except KeyStoreError as error:
+            self.problem = str(error)
+            raise
+        self.problem = None
         return True
+
+    def copy_into(self, target: Vault) -> tuple[KeyStore, bool]:
+        """Copy this key set, as its vault holds it now, into ``target`` (``bridge keys
+        migrate``); the store of ``target`` and whether anything was copied.
+
+        ``target`` must hold no keys, or exactly these (a second run copies nothing);
+        otherwise :class:`KeyStoreError`, and nothing is written. Both vaults stay
+        locked meanwhile, so no rotation slips in between.
+        """
+        where = self.vault.where
+        with self.vault.locked() as source, target.locked() as tx:
+            manifest, keyring = source.read(MANIFEST), source.read(KEYRING)
+            infos = _parse_manifest(manifest, where)
+            if infos is None or manifest is None or keyring is None:
+                raise KeyStoreError(f"{where}: no keys to copy")
+            blobs = {MANIFEST: manifest, KEYRING: keyring}
+            for info in infos:
+                pem = source.read(info.file_name)
+                if pem is None:
+                    raise KeyStoreError(f"{where}: {MANIFEST} names a key that is missing")
+                blobs[info.file_name] = pem
+            _state_of(None, blobs, where)  # a complete, consistent set, or an error
+            present = {name: tx.read(name) for name in tx.names()}
+            if present == blobs:
+                copied = False
+            elif present:
+                raise KeyStoreError(
+                    f"{target.where} already holds other keys ({len(present)} blobs); "
+                    'nothing was copied. A bridge that started with key_store = "database" '
+                    "made its own: remove them only if no token they signed is still in use."
+                )
+            else:
+                for name, blob in blobs.items():
+                    tx.write(name, blob)
+                copied = True
+        store = KeyStore(
+            target,
+            _read_state(target),
+            publish_lead_seconds=self.publish_lead_seconds,
+            clock=self._clock,
+        )
+        return store, copied
+
+    def reload_if_cheap(self) -> None:
+        """On a request's path: :meth:`reload_if_changed` for a folder (two ``stat``
+        calls); a database vault is followed by housekeeping instead."""
+        if self.vault.cheap_stamp:
+            self.reload_if_changed()
+
+    def acknowledge(self, instance: str) -> None:
+        """Record in the vault that this serving process publishes its current JWKS.
+
+        A rotation promotes a key only when every serving process heard from in the
+        last :data:`PEER_SILENCE_SECONDS` has acknowledged it (see :meth:`rotate`).
+        """
+        self.instance = instance
+        self.vault.acknowledge(instance, self.published_kids(), aware(self._clock()))
+
+    def published_kids(self) -> frozenset[str]:
+        """The kids in the JWKS now (what :meth:`acknowledge` records)."""
+        now = self._clock()
+        return frozenset(k.info.kid for k in self._state.keys.values() if k.info.published(now))
+
+    def forget(self, instance: str) -> None:
+        """This serving process stops: it no longer holds back a rotation."""
+        self.vault.forget(instance)
 
     # signing keys ----------------------------------------------------------
 
@@ -694,6 +791,7 @@ class KeyStore:
         retire_after_seconds: int,
         now: datetime | None = None,
         immediate: bool = False,
+        wait_seconds: float = PEER_WAIT_SECONDS,
     ) -> RotationResult:
         """Take the next step of a signing-key rotation for ``alg`` (SECURITY C3).
 
@@ -715,17 +813,41 @@ class KeyStore:
         cached the JWKS see an unknown kid until they refetch — that is why the
         two-step rotation is the default.
 
+        With a database vault, a key never signs before every other serving
+        process publishes it (C3, G4): promotion waits until each one heard from
+        in the last :data:`PEER_SILENCE_SECONDS` acknowledged the key. An
+        immediate rotation publishes, waits up to ``wait_seconds`` for that
+        (processes reload every :data:`KEYS_POLL_SECONDS`), then promotes; if
+        some never answer, the key stays published and the result names them.
+
         Every call also removes retired keys whose time is up, from the JWKS
-        and from disk.
+        and from the vault.
         """
         check_alg(alg)
         if retire_after_seconds < 0:
             raise ValueError("retire_after_seconds must not be negative")
+        result = self._rotate_step(alg, retire_after_seconds, now, immediate)
+        deadline = time.monotonic() + wait_seconds
+        while immediate and result.waiting_for and time.monotonic() < deadline:
+            time.sleep(_PEER_WAIT_STEP_SECONDS)
+            assert result.pending is not None
+            if self._not_yet_published(result.pending, aware(self._clock())):
+                continue
+            promoted = self._rotate_step(alg, retire_after_seconds, now, immediate)
+            result = dataclasses.replace(
+                promoted, published=result.published, dropped=result.dropped + promoted.dropped
+            )
+        return result
+
+    def _rotate_step(
+        self, alg: str, retire_after_seconds: int, now: datetime | None, immediate: bool
+    ) -> RotationResult:
         now = aware(now) if now is not None else aware(self._clock())
-        with locked(self.keys_dir):
-            infos = _read_manifest(self.keys_dir)
+        where = self.vault.where
+        with self.vault.locked() as tx:
+            infos = _parse_manifest(tx.read(MANIFEST), where)
             if infos is None:
-                raise KeyStoreError(f"{self.keys_dir}: no keys to rotate")
+                raise KeyStoreError(f"{where}: no keys to rotate")
             infos, dropped = _purge(infos, now)
             changed = bool(dropped)
             result = RotationResult(
@@ -733,13 +855,15 @@ class KeyStore:
             )
             nxt = next((i for i in infos if i.alg == alg and i.state == "next"), None)
             if nxt is None:
-                nxt = _create_key(self.keys_dir, alg, "next", now)
+                nxt = _create_key(tx, alg, "next", now)
                 infos.append(nxt)
                 changed = True
                 result = dataclasses.replace(result, published=nxt.kid)
             ready_at = nxt.created_at + timedelta(seconds=self.publish_lead_seconds)
             fresh = result.published is not None
-            if immediate or (not fresh and now >= ready_at):
+            due = immediate or (not fresh and now >= ready_at)
+            waiting = self._not_yet_published(nxt.kid, now) if due else ()
+            if due and not waiting:
                 infos, old = _promote(infos, nxt, now, retire_after_seconds)
                 changed = True
                 result = dataclasses.replace(
@@ -749,12 +873,22 @@ class KeyStore:
                     retire_until=old.retire_until if old else None,
                 )
             else:
-                result = dataclasses.replace(result, pending=nxt.kid, ready_at=max(ready_at, now))
+                result = dataclasses.replace(
+                    result, pending=nxt.kid, ready_at=max(ready_at, now), waiting_for=waiting
+                )
             if changed:
-                _write_manifest(self.keys_dir, infos)
-            _remove_unlisted(self.keys_dir, infos)
-            self._state = _read_state(self.keys_dir)
+                _write_manifest(tx, infos)
+            _remove_unlisted(tx, infos)
+        self._state = _read_state(self.vault)
         return result
+
+    def _not_yet_published(self, kid: str, now: datetime) -> tuple[str, ...]:
+        """The other serving processes, heard from lately, whose JWKS lacks ``kid``."""
+        since = now - timedelta(seconds=PEER_SILENCE_SECONDS)
+        peers = self.vault.peers(since)
+        return tuple(
+            sorted(p for p, kids in peers.items() if kid not in kids and p != self.instance)
+        )
 
     # secrets at rest (the keyring: see bridge.keys.keyring) ----------------
 
@@ -777,9 +911,9 @@ class KeyStore:
         :meth:`needs_reencrypt`) before ever removing an old key by hand.
         """
         now = aware(now) if now is not None else aware(self._clock())
-        with locked(self.keys_dir):
-            entry = add_keyring_key(self.keys_dir, now)
-            self._state = _read_state(self.keys_dir)
+        with self.vault.locked() as tx:
+            entry = add_keyring_key(tx, self.vault.where, now)
+        self._state = _read_state(self.vault)
         return entry.id
 
     def keyring_ids(self) -> list[str]:

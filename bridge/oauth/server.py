@@ -498,7 +498,7 @@ class OAuthServer(AuthorizationServer):  # type: ignore[misc]
         )
         alg = client.options.id_token_signed_response_alg
         keys = self.keys
-        keys.reload_if_changed()  # two stat calls: a rotation by another process signs at once
+        keys.reload_if_cheap()  # a folder's rotation by another process signs at once
         signed: str = keys.sign_jwt(claims, alg=alg)
         return signed
 

@@ -16,7 +16,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     known = services(request)
     database = await known.db.run(known.db.ping)
-    keys = bool(known.keys.jwks()["keys"])
+    keys = bool(known.keys.jwks()["keys"]) and known.keys.problem is None
     ready = database and keys
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "database": database, "keys": keys},

@@ -62,7 +62,7 @@ async def discovery(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     keys = services_of(request).keys
-    keys.reload_if_changed()
+    keys.reload_if_cheap()
     return JSONResponse(
         keys.jwks(), headers={"cache-control": "public, max-age=300", **cors.PUBLIC}
     )

@@ -10,7 +10,7 @@ seconds (UTC). This module declares tables only: queries live in
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -218,3 +218,42 @@ class AdminTokenRow(SQLModel, table=True):
     created_by: str = Field(max_length=200)
     last_used_at: int | None = _epoch_opt()
     revoked_at: int | None = _epoch_opt()
+
+
+class KeyVaultRow(SQLModel, table=True):
+    """One blob of the key store (``key_store = "database"``): the manifest, a signing
+    key's PEM or the keyring, each sealed with the key-encryption key before it
+    reaches the database (see :mod:`bridge.keys.vault`)."""
+
+    __tablename__ = "key_vault"
+
+    name: str = Field(primary_key=True, max_length=200)
+    sealed: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    updated_at: int = _epoch()
+
+
+class KeyVaultStateRow(SQLModel, table=True):
+    """One row (id 1): the generation of the key vault, incremented by every change.
+
+    Each serving process reads it every second and reloads the keys when it moved;
+    a change takes this row's lock first, so changes are serialised across processes.
+    """
+
+    __tablename__ = "key_vault_state"
+
+    id: int = Field(primary_key=True)
+    generation: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class KeyVaultPeerRow(SQLModel, table=True):
+    """Which signing keys (kids, public) a serving process publishes, and when it said so.
+
+    A rotation promotes a new key only once every process heard from lately
+    publishes it, so no process signs with a key another does not publish.
+    """
+
+    __tablename__ = "key_vault_peers"
+
+    instance: str = Field(primary_key=True, max_length=200)
+    kids: str = Field(sa_column=Column(Text, nullable=False))
+    seen_at: int = _epoch()

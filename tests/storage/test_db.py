@@ -126,7 +126,6 @@ def test_0006_adds_the_registration_generation_and_downgrades(empty_db: Database
         )
     assert "registration_generation" not in table_names(empty_db)
     migrate(empty_db, "upgrade", "0006")
-    assert empty_db.schema_state() == "current"
     store = Store(empty_db)
     assert store.registrations_generation() == 0
     assert store.delete_registration("old")
@@ -136,6 +135,18 @@ def test_0006_adds_the_registration_generation_and_downgrades(empty_db: Database
     assert empty_db.schema_state() == "behind"
     empty_db.upgrade()
     assert store.registrations_generation() == 0
+
+
+def test_0007_adds_the_key_vault_and_downgrades(empty_db: Database) -> None:
+    migrate(empty_db, "upgrade", "0006")
+    assert not {"key_vault", "key_vault_state", "key_vault_peers"} & table_names(empty_db)
+    migrate(empty_db, "upgrade", "0007")
+    assert {"key_vault", "key_vault_state", "key_vault_peers"} <= table_names(empty_db)
+    with empty_db.session() as s:
+        generation = s.connection().execute(text("SELECT generation FROM key_vault_state"))
+        assert generation.scalar_one() == 0
+    migrate(empty_db, "downgrade", "0006")
+    assert not {"key_vault", "key_vault_state", "key_vault_peers"} & table_names(empty_db)
 
 
 def test_parallel_upgrades_of_one_database_all_succeed(empty_database_url: str) -> None:

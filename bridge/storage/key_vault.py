@@ -1,0 +1,155 @@
+"""The key vault in the database: the blobs of the key store, shared by every process.
+
+This module owns the ``key_vault``, ``key_vault_state`` and ``key_vault_peers``
+tables: reading every blob in one statement, writing under one lock across
+processes (the state row's, taken first), the generation that tells a process
+the keys changed, and the acknowledgements of serving processes. It satisfies
+:class:`bridge.keys.vault.Vault` for opaque bytes; the key store wraps it in a
+:class:`~bridge.keys.vault.SealedVault`, so what it stores is already encrypted
+and it never sees a key. Outages raise
+:class:`~bridge.storage.db.DatabaseUnavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from bridge.storage.base import delete_rows, update_rows
+from bridge.storage.db import Database
+from bridge.storage.models import KeyVaultPeerRow, KeyVaultRow, KeyVaultStateRow
+
+__all__ = ["DatabaseVault"]
+
+#: The one row of ``key_vault_state``.
+_STATE_ID: Final = 1
+
+
+class _Writer:
+    """The vault inside the locked transaction: reads see its own writes."""
+
+    __slots__ = ("_changed", "_session")
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._changed = False
+
+    def read(self, name: str) -> bytes | None:
+        row = self._session.get(KeyVaultRow, name)
+        return None if row is None else bytes(row.sealed)
+
+    def write(self, name: str, data: bytes) -> None:
+        now = int(time.time())
+        row = self._session.get(KeyVaultRow, name)
+        if row is None:
+            self._session.add(KeyVaultRow(name=name, sealed=data, updated_at=now))
+        else:
+            row.sealed, row.updated_at = data, now
+        self._session.flush()
+        self._changed = True
+
+    def delete(self, name: str) -> None:
+        query = delete_rows(KeyVaultRow).where(col(KeyVaultRow.name) == name)
+        if self._session.exec(query).rowcount:
+            self._changed = True
+
+    def names(self) -> list[str]:
+        return list(
+            self._session.exec(select(col(KeyVaultRow.name)).order_by(col(KeyVaultRow.name)))
+        )
+
+
+class DatabaseVault:
+    """Key material in the bridge's database (``key_store = "database"``).
+
+    Reading the stamp is one primary-key read: housekeeping polls it (see
+    :data:`bridge.keys.KEYS_POLL_SECONDS`) rather than every request.
+    """
+
+    where = "database"
+    cheap_stamp = False
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def prepare(self) -> None:
+        """The tables come with the schema (``bridge db upgrade``); nothing to create."""
+
+    @contextmanager
+    def locked(self) -> Iterator[_Writer]:
+        with self.db.session() as s:
+            self._lock(s)
+            writer = _Writer(s)
+            yield writer
+            if writer._changed:
+                s.exec(
+                    update_rows(KeyVaultStateRow)
+                    .where(col(KeyVaultStateRow.id) == _STATE_ID)
+                    .values(generation=col(KeyVaultStateRow.generation) + 1)
+                )
+
+    def _lock(self, s: Session) -> None:
+        """The state row's lock (PostgreSQL; SQLite's write transaction is the lock),
+        creating the row if a database lacks it."""
+        if self.db.backend == "postgresql":
+            s.exec(  # type: ignore[call-overload]
+                text(
+                    "INSERT INTO key_vault_state (id, generation) VALUES (:id, 0) "
+                    "ON CONFLICT (id) DO NOTHING"
+                ),
+                params={"id": _STATE_ID},
+            )
+            s.exec(
+                select(col(KeyVaultStateRow.generation))
+                .where(col(KeyVaultStateRow.id) == _STATE_ID)
+                .with_for_update()
+            ).first()
+        elif s.get(KeyVaultStateRow, _STATE_ID) is None:
+            s.add(KeyVaultStateRow(id=_STATE_ID, generation=0))
+            s.flush()
+
+    def load(self) -> tuple[Hashable, dict[str, bytes]]:
+        with self.db.session(write=False) as s:
+            stamp = self._generation(s)
+            rows = s.exec(select(col(KeyVaultRow.name), col(KeyVaultRow.sealed))).all()
+        return stamp, {name: bytes(sealed) for name, sealed in rows}
+
+    def stamp(self) -> Hashable:
+        with self.db.session(write=False) as s:
+            return self._generation(s)
+
+    @staticmethod
+    def _generation(s: Session) -> int:
+        query = select(col(KeyVaultStateRow.generation)).where(
+            col(KeyVaultStateRow.id) == _STATE_ID
+        )
+        return s.exec(query).first() or 0
+
+    def acknowledge(self, instance: str, kids: Iterable[str], now: datetime) -> None:
+        listed = " ".join(sorted(kids))
+        at = int(now.timestamp())
+        with self.db.session() as s:
+            row = s.get(KeyVaultPeerRow, instance)
+            if row is None:
+                s.add(KeyVaultPeerRow(instance=instance, kids=listed, seen_at=at))
+            else:
+                row.kids, row.seen_at = listed, at
+
+    def peers(self, since: datetime) -> dict[str, frozenset[str]]:
+        query = select(KeyVaultPeerRow).where(
+            col(KeyVaultPeerRow.seen_at) >= int(since.timestamp())
+        )
+        with self.db.session(write=False) as s:
+            return {row.instance: frozenset(row.kids.split()) for row in s.exec(query)}
+
+    def forget(self, instance: str) -> None:
+        """A serving process stopping: it no longer holds back a rotation."""
+        query = delete_rows(KeyVaultPeerRow).where(col(KeyVaultPeerRow.instance) == instance)
+        with self.db.session() as s:
+            s.exec(query)
