@@ -384,3 +384,20 @@ def test_settings_need_a_kek_for_the_database_and_never_echo_it(
 
     with pytest.raises(ConfigurationError, match="must be one of files, database"):
         load_settings(config_for(tmp_path / "c", url, key_store="vault"), env={})
+
+
+def test_check_config_opens_the_keys_in_the_database_with_the_kek(
+    tmp_path: Path, database_factory: DatabaseFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = database_factory.migrated_url()
+    kek = new_kek()
+    folder = config_for(tmp_path / "config", url, key_store="database", kek=kek)
+    assert cli.main(["check-config", "--config", str(folder), "--database"]) == 0
+    assert "keys: created in the database on first start" in capsys.readouterr().out
+    with Database(url) as db:
+        KeyStore.load_or_create(sealed(db, kek))
+    assert cli.main(["check-config", "--config", str(folder), "--database"]) == 0
+    assert "keys:" not in capsys.readouterr().out
+    (folder / "kek").write_text(kek_text(new_kek()))
+    assert cli.main(["check-config", "--config", str(folder), "--database"]) != 0
+    assert "configured one is" in capsys.readouterr().err
