@@ -240,7 +240,7 @@ class Browser:
             self.rng.shuffle(self.deck)
         return self.deck.pop()
 
-    # the units; each returns the requests it made
+    # the units; each returns the kind it ran (S3 and S6 run an S2 when they have no token)
 
     async def s4(self, kind: str = "S4") -> str:
         """A returning browser: its device cookie only, a fresh CSRF cookie and session."""
