@@ -863,6 +863,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], verdict: dict[str, 
     storage = "SQLite" if args.database == "sqlite" else "PostgreSQL"
     seconds = result["seconds"]
     word = "PASS" if verdict["passed"] else "FAIL"
+    signalled = result["bridge_exit_code"] == -signal.SIGTERM
     graceful = (
         "a graceful shutdown"
         if result["log"]["graceful_shutdowns"] >= args.workers
@@ -878,8 +879,8 @@ def report(args: argparse.Namespace, result: dict[str, Any], verdict: dict[str, 
         f"{total['transport']} transport errors; {result['log']['error_lines']} ERROR lines in "
         f"the bridge's log; server CPU {result['server_cpu_seconds']:.0f} s "
         f"({result['server_cpu_seconds'] / seconds:.0%} of a core); on SIGTERM "
-        f"{graceful} (exit code {result['bridge_exit_code']}: uvicorn raises the signal again "
-        "once it has shut down).",
+        f"{graceful} (exit code {result['bridge_exit_code']}"
+        f"{': uvicorn raises the signal again once shut down' if signalled else ''}).",
         "",
         "| kind | units | requests | statuses | 5xx | unexpected | transport errors |",
         "|---|---:|---:|---|---:|---:|---:|",
