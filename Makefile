@@ -5,7 +5,7 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint format install dev clean bench
+.PHONY: demo test lint format install dev clean bench soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "imis-bridge needs Python 3.11 or newer"'
@@ -34,6 +34,12 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The soak (not part of `make test`): 10 minutes of mixed load against one `bridge serve`,
+# then a Markdown report; exits 1 on any 5xx or on growth. SOAK_ARGS passes options,
+# e.g. SOAK_ARGS='--minutes 2' or SOAK_ARGS='--database postgresql --workers 2'.
+soak: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -171,10 +171,18 @@ def worker_pids(pid: int) -> list[int]:
 
 
 def write_config(
-    folder: Path, *, port: int, imis_port: int, database_url: str, log_level: str
+    folder: Path,
+    *,
+    port: int,
+    imis_port: int,
+    database_url: str,
+    log_level: str,
+    top: str = "",
+    sections: str = "",
 ) -> Path:
     """``log_level``: "warning" leaves out the access line of each request (oidc-provider
-    writes none); "info" measures it too."""
+    writes none); "info" measures it too. ``top`` (top-level keys) and ``sections``
+    (further tables) are TOML added as they are (the soak shortens lifetimes with them)."""
     (folder / "registrations").mkdir(parents=True, exist_ok=True)
     (folder / "bridge.toml").write_text(
         textwrap.dedent(
@@ -183,7 +191,11 @@ def write_config(
             database_url = "{database_url}"
             keys_dir = "keys"
             log_level = "{log_level}"
-
+            """
+        )
+        + textwrap.dedent(top)
+        + textwrap.dedent(
+            f"""
             [imis]
             base_url = "http://127.0.0.1:{imis_port}"
             service_username = "{SERVICE_USER}"
@@ -193,6 +205,7 @@ def write_config(
             organization_name = "Bench Association"
             """
         )
+        + textwrap.dedent(sections)
     )
     (folder / "registrations" / "portal.toml").write_text(
         textwrap.dedent(
