@@ -204,10 +204,7 @@ class Faults:
     @property
     def injects_error(self) -> bool:
         return (
-            self.timeout
-            or self.status is not None
-            or self.malformed_json
-            or self.wrong_shape_json
+            self.timeout or self.status is not None or self.malformed_json or self.wrong_shape_json
         )
 
     def matches(self, path: str) -> bool:

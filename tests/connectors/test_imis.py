@@ -365,7 +365,9 @@ async def test_malformed_json_is_unavailable(store: ImisUserStore, sim: Sim, pat
 
 
 @pytest.mark.parametrize("path", ["/token", "/api/User", "/api/Party", "/api/CsContact"])
-async def test_g1_wrong_shape_json_is_unavailable(store: ImisUserStore, sim: Sim, path: str) -> None:
+async def test_g1_wrong_shape_json_is_unavailable(
+    store: ImisUserStore, sim: Sim, path: str
+) -> None:
     """G1: well-formed JSON that is no answer iMIS gives (no token, no Items, no party)
     is "unavailable", never a sign-in with an empty profile nor "wrong password"."""
     sim.state.set_faults(wrong_shape_json=True, paths=(path,))
