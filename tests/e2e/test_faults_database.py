@@ -260,6 +260,5 @@ def test_g2_connections_killed_by_the_server_are_replaced_without_a_restart(
     assert statuses, "no request was made"
     assert set(statuses) <= {200, 503}, sorted(set(statuses))
     assert statuses.count(503) <= kills, statuses
-    assert statuses[-1] == 200
-    full_flow(bridge, http)
+    full_flow(bridge, http)  # and after the kills, everything works
     assert [s for s in access_statuses(outage.process) if s >= 500 and s != 503] == []
