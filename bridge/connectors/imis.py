@@ -464,7 +464,7 @@ class ImisUserStore:
             return party
         if party.status == 404:
             return NotFound(imis_id)
-        if party.status != 200 or not isinstance(party.data, dict):
+        if party.status != 200 or not _names_a_party(party.data):
             return self._unexpected(party, f"GET {party_path}")
         parsed = identity_from_party(
             party.data, username=username, region=self._settings.phone_region, imis_id=imis_id
@@ -476,7 +476,7 @@ class ImisUserStore:
             return contact
         if contact.status == 404:
             return parsed
-        if contact.status != 200 or not isinstance(contact.data, dict):
+        if contact.status != 200 or not _has_properties(contact.data):
             return self._unexpected(contact, f"GET {contact_path}")
         return with_properties(parsed, contact_properties(contact.data), properties)
 
@@ -689,6 +689,23 @@ def _is_organization(data: Mapping[str, Any]) -> bool:
     if kind:
         return "OrganizationData" in kind
     return "OrganizationName" in data and "PersonName" not in data
+
+
+def _names_a_party(data: Any) -> bool:
+    """Whether a ``/api/Party/{id}`` answer is one: an object with its ``PartyId`` or ``Id``
+    (an object without either is not a party, and must not become an empty profile)."""
+    return isinstance(data, dict) and bool(_text(data.get("PartyId")) or _text(data.get("Id")))
+
+
+def _has_properties(data: Any) -> bool:
+    """Whether a ``/api/CsContact/{id}`` answer is one: an object with a ``Properties``
+    collection (without it, every property asked for would silently be missing)."""
+    if not isinstance(data, dict):
+        return False
+    properties = data.get("Properties")
+    if isinstance(properties, dict):
+        properties = properties.get("$values")
+    return isinstance(properties, list)
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -185,7 +185,9 @@ class Faults:
     injected per request, with probability ``error_rate``, at most ``count``
     times (None = no limit): ``timeout`` (hang ``timeout_seconds`` or until the
     client gives up), else ``status`` (with ``Retry-After: retry_after``), else
-    ``malformed_json`` (200 with a truncated JSON body).
+    ``malformed_json`` (200 with a truncated JSON body), else ``wrong_shape_json``
+    (200 with a well-formed JSON object that is no answer iMIS gives: no token, no
+    ``Items``, no party).
     """
 
     latency_ms: int = 0
@@ -194,13 +196,16 @@ class Faults:
     timeout: bool = False
     timeout_seconds: float = 30.0
     malformed_json: bool = False
+    wrong_shape_json: bool = False
     error_rate: float = 1.0
     paths: tuple[str, ...] = ()
     count: int | None = None
 
     @property
     def injects_error(self) -> bool:
-        return self.timeout or self.status is not None or self.malformed_json
+        return (
+            self.timeout or self.status is not None or self.malformed_json or self.wrong_shape_json
+        )
 
     def matches(self, path: str) -> bool:
         return not self.paths or any(path.startswith(p) for p in self.paths)
@@ -227,7 +232,7 @@ class Faults:
             value = values.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{name} must be a whole number")
-        for name in ("timeout", "malformed_json"):
+        for name in ("timeout", "malformed_json", "wrong_shape_json"):
             if not isinstance(values.get(name, False), bool):
                 raise ValueError(f"{name} must be true or false")
         for name in ("timeout_seconds", "error_rate"):
@@ -627,11 +632,13 @@ def _wrap(
                     headers=headers,
                     media_type="text/plain",
                 )
-            return Response(
-                '{"$type": "Asi.Soa.Core.DataContracts.Paged',
-                status_code=200,
-                media_type="application/json",
-            )
+            if error.malformed_json:
+                return Response(
+                    '{"$type": "Asi.Soa.Core.DataContracts.Paged',
+                    status_code=200,
+                    media_type="application/json",
+                )
+            return JSONResponse({"Message": "not what was asked for", "Count": "many"})
         return await handler(request, state)
 
     return endpoint

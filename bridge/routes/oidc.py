@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.routing import Route
 from bridge import cors, csrf, sessions, stats
 from bridge.access import check_access, identity_for
 from bridge.claims import claims_for
-from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
+from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound, RetryLater
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
 from bridge.logs import note_registration
@@ -46,6 +47,8 @@ from bridge.web import FormError, is_form, read_pairs, registration_of_client, s
 from bridge.web import registration as registration_named
 
 log = logging.getLogger("bridge.oidc")
+#: Where the error handler logs the 5xx answers (see :func:`_json_when_unavailable`).
+http_log = logging.getLogger("bridge.http")
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
@@ -306,14 +309,45 @@ async def _browser_endpoint(request: Request, name: str | None) -> Response:
     return await cors.answer(request, response, registration, known=True)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _json_when_unavailable(handler: Endpoint) -> Endpoint:
+    """A client endpoint whose 503 (the database cannot answer) is JSON, as its every
+    other answer is (RFC 6749 §5.2, RFC 6750 §3): a client asks for no media type, and
+    would otherwise get the page a browser gets."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except RetryLater as exc:
+            http_log.warning(
+                "%s %s -> %d: %s",
+                request.method,
+                request.url.path,
+                exc.status_code,
+                exc.detail or exc.message,
+            )
+            return JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": exc.message},
+                status_code=exc.status_code,
+                headers={**NO_STORE, "retry-after": str(exc.retry_after)},
+            )
+
+    return endpoint
+
+
+@_json_when_unavailable
 async def token(request: Request) -> Response:
     return await _browser_endpoint(request, None)
 
 
+@_json_when_unavailable
 async def revoke(request: Request) -> Response:
     return await _browser_endpoint(request, "revocation")
 
 
+@_json_when_unavailable
 async def introspect(request: Request) -> Response:
     return await _run_endpoint(request, "introspection")
 
@@ -345,6 +379,7 @@ async def _bearer_token(request: Request) -> str | None:
     return in_header if in_header is not None else in_body
 
 
+@_json_when_unavailable
 async def userinfo(request: Request) -> Response:
     """``/userinfo``, with CORS for the client the access token was issued to."""
     response, registration, known = await _userinfo(request)

@@ -364,6 +364,17 @@ async def test_malformed_json_is_unavailable(store: ImisUserStore, sim: Sim, pat
     assert isinstance(outcome, Unavailable)
 
 
+@pytest.mark.parametrize("path", ["/token", "/api/User", "/api/Party", "/api/CsContact"])
+async def test_g1_wrong_shape_json_is_unavailable(
+    store: ImisUserStore, sim: Sim, path: str
+) -> None:
+    """G1: well-formed JSON that is no answer iMIS gives (no token, no Items, no party)
+    is "unavailable", never a sign-in with an empty profile nor "wrong password"."""
+    sim.state.set_faults(wrong_shape_json=True, paths=(path,))
+    outcome = await store.authenticate("jdoe", "password1", properties=["MemberType"])
+    assert isinstance(outcome, Unavailable), outcome
+
+
 async def test_unreachable_imis_is_unavailable(make_store: StoreFactory) -> None:
     store = make_store(base_url=f"http://127.0.0.1:{free_port()}")
     outcome = await store.authenticate("jdoe", "password1")

@@ -214,6 +214,10 @@ def test_faults_reset_and_validation(http: httpx.Client, sim: Sim) -> None:
     broken = grant(http, "jdoe")
     with pytest.raises(json.JSONDecodeError):
         json.loads(broken.text)
+    http.post("/_sim/faults", json={"wrong_shape_json": True})
+    odd = grant(http, "jdoe")
+    assert (odd.status_code, "access_token" in odd.json()) == (200, False)
+    assert http.post("/_sim/faults", json={"wrong_shape_json": "yes"}).status_code == 400
     assert http.delete("/_sim/faults").status_code == 204
     assert sim.state.faults == Faults()
     assert grant(http, "jdoe").status_code == 200
