@@ -417,6 +417,9 @@ async def end_session(request: Request) -> Response:
     state = params.get("state")
     hint_claims: dict[str, Any] | None = None
     if hint:
+        # Another process may have rotated the keys and signed the hint with the new
+        # one since this process last looked (two stat calls when nothing changed).
+        services.keys.reload_if_changed()
         try:
             hint_claims = services.keys.verify_jwt(
                 hint,
