@@ -325,7 +325,10 @@ def silent_code(rp: Rp, browser: httpx.Client) -> Authorization:
 
 
 def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, f"{response.status_code}: {response.text[:200]}"
+    request = response.request
+    assert response.status_code == 200, (
+        f"{request.method} {request.url.path} -> {response.status_code}: {response.text[:200]}"
+    )
     return response.json()
 
 
@@ -488,9 +491,8 @@ class Load:
                     ok(rp.userinfo(tokens["access_token"]))
                     self.done.append(time.monotonic())
                 except (AssertionError, KeyError, httpx.HTTPError) as exc:
-                    self.failures.append(
-                        Failure(worker, started, time.monotonic(), repr(exc)[:300], None)
-                    )
+                    what = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                    self.failures.append(Failure(worker, started, time.monotonic(), what, None))
                     signed_in = signed_in and not isinstance(exc, httpx.HTTPError)
 
     @contextmanager
@@ -559,7 +561,7 @@ def test_g3_sigkill_of_one_instance_under_load_loses_no_session_code_or_refresh_
         dying = f"{1000 * (dead_at - killed_at):.0f} ms"
         print(f"\nG3: A killed under load (gone after {dying}); {len(load.done)} flows")
         print(f"G3: answers >= 500: {report}")
-        print(f"G3: flows that failed: {[f.what[:120] for f in load.failures]}")
+        print(f"G3: flows that failed: {[f.what for f in load.failures]}")
         assert {f.status for f in load.server_errors} <= {502}, report
         # Each 502 is a request A had been sent before it was gone; one per worker at most.
         assert all(f.started <= dead_at for f in load.server_errors), report
