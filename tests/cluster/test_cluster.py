@@ -436,9 +436,13 @@ def test_g5_what_nginx_adds_and_refuses(cluster: Cluster) -> None:
         assert time.monotonic() < deadline, "nginx's access log lacks the request ids"
         time.sleep(0.05)
 
-    plain = httpx.get(f"http://127.0.0.1:{cluster.http_port}/login?x=1", timeout=10)
+    plain = httpx.get(
+        f"http://127.0.0.1:{cluster.http_port}/login?x=1",
+        headers={"host": "evil.example"},
+        timeout=10,
+    )
     assert plain.status_code == 301
-    assert plain.headers["location"] == "https://127.0.0.1/login?x=1"
+    assert plain.headers["location"] == "https://auth.example.org/login?x=1"
 
 
 # --- G3: an instance killed under load -------------------------------------------------------
