@@ -5,7 +5,7 @@ VENV   ?= .venv
 PORT   ?= 8000
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint format install dev clean bench soak
+.PHONY: demo test cluster-test lint format install dev clean bench soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "imis-bridge needs Python 3.11 or newer"'
@@ -28,6 +28,12 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# deploy/ on loopback: nginx (Debian's nginx-light) with TLS in front of two `bridge serve`
+# on a fresh PostgreSQL database (BRIDGE_TEST_DATABASE_URL's server, else 127.0.0.1:5432).
+# `make test` runs it too; it skips, saying why, without nginx or PostgreSQL.
+cluster-test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/cluster -rs $(PYTEST_ARGS)
 
 # The benchmark of /work/shared/PERFORMANCE.md (not part of `make test`): one table,
 # JSON under bench/results/. BENCH_ARGS passes options, e.g. BENCH_ARGS='--no-peer'.

@@ -452,6 +452,10 @@ async def end_session(request: Request) -> Response:
     state = params.get("state")
     hint_claims: dict[str, Any] | None = None
     if hint:
+        # Another process may have rotated the keys of a folder and signed the hint with
+        # the new one since this process last looked (two stat calls when nothing
+        # changed). Keys in the database sign only once every process publishes them.
+        services.keys.reload_if_cheap()
         try:
             hint_claims = services.keys.verify_jwt(
                 hint,

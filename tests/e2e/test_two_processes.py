@@ -15,6 +15,8 @@ The iMIS simulator runs in the test process on its own port.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,9 @@ import httpx
 import jwt
 import pytest
 
+from bridge import cli
 from bridge.demo.simulator import create_simulator
+from bridge.keys import retire_after_seconds
 from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
 from tests.oauth.rp import Authorization, Rp, http_client, jwks, new_browser, query_of
@@ -247,3 +251,29 @@ def test_g3_a_restart_keeps_the_session_an_unredeemed_code_and_a_refresh_token(
             params = at.authorize_params(prompt="none")
             silent = browser.get(at.authorize_url(params))
             at.authorization_from(silent, params)  # the session survived: a code, no login
+
+
+def test_g4_c3_a_process_accepts_an_id_token_hint_signed_after_a_rotation_it_has_not_seen(
+    pair: tuple[Harness, Harness], http: httpx.Client
+) -> None:
+    """G4 (C3 across processes): keys rotated (by the CLI's code, on the shared keys_dir)
+    while B is idle; A signs an ID token with the new key; B, asked to log out with that
+    token as id_token_hint before it has signed anything since, accepts it."""
+    a, b = pair
+    assert jwks(http, b)["keys"]  # B has read keys_dir before the rotation
+    retire_after = retire_after_seconds(
+        a.settings.tokens.id_token_seconds, a.settings.tokens.access_token_seconds
+    )
+    out = io.StringIO()
+    rotated = cli.keys_rotate(
+        a.settings.keys_dir, "RS256", True, retire_after, as_json=True, out=out
+    )
+    assert rotated == 0, out.getvalue()
+    with new_browser(a) as browser:
+        tokens = portal(a, http).tokens(browser)
+    assert (
+        jwt.get_unverified_header(tokens["id_token"])["kid"]
+        == json.loads(out.getvalue())["promoted"]
+    )
+    hint = http.get(f"{b.url}/end_session", params={"id_token_hint": tokens["id_token"]})
+    assert hint.status_code == 200, hint.text

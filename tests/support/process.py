@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +61,17 @@ def bridge_process(
     env: Mapping[str, str] = {},
     ready_count: int = 1,
     timeout: float = 90,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[BridgeProcess]:
-    """Run ``bridge ARGS`` (a server on 127.0.0.1:``port``) until the block ends."""
+    """Run ``bridge ARGS`` (a server on 127.0.0.1:``port``) until the block ends.
+
+    ``wrapper``: a command that ends by exec'ing its arguments (so the process stays
+    the bridge's), put before ``python -m bridge ARGS``."""
     stderr = tmp_path / f"bridge-{port}.log"
     add_log_file(stderr)  # checked for secrets at the end of the run
     with stderr.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", *args],
+            [*wrapper, sys.executable, "-m", "bridge", *args],
             stdout=subprocess.DEVNULL,
             stderr=sink,
             env=child_env(env),
