@@ -8,7 +8,8 @@ where it creates a database of its own and drops it at the end. The test makes
 a CA and a server certificate for 127.0.0.1, runs nginx on deploy/nginx.conf
 (ports, paths and upstream names replaced, see tests/support/nginx.py) and two
 real ``bridge serve`` processes, A and B, on one configuration folder whose
-issuer is nginx's ``https://127.0.0.1:<port>``. Clients trust only the test CA.
+issuer is nginx's ``https://127.0.0.1:<port>``, with their keys in the database
+(``key_store = "database"``, a KEK in ``BRIDGE_KEK``). Clients trust only the test CA.
 The iMIS simulator runs in the test process.
 
 - the OIDC code flow and the Zendesk flow, end to end through nginx;
@@ -22,6 +23,7 @@ The iMIS simulator runs in the test process.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -103,22 +105,25 @@ register(PORTAL_SECRET, ZENDESK_SECRET)
 
 @dataclass(frozen=True)
 class Keys:
-    """The cluster's signing keys. Today: the ``keys_dir`` of the shared configuration
-    folder (``write_config`` sets ``keys_dir = "keys"``), which both processes on this
-    host read. When keys move into the database, only this class changes: the TOML
-    the configuration gains, the environment (a key-encryption key) every process
-    gets, and how one rotation step is done."""
+    """The cluster's signing keys: in the database (``key_store = "database"``), sealed
+    with a key-encryption key every process gets in ``BRIDGE_KEK``; the processes share
+    nothing else (keys_dir is never created)."""
 
     toml: str = ""
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "BRIDGE_KEY_STORE": "database",
+            "BRIDGE_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
+        }
+    )
 
-    def rotate(self, config: Path, *, immediate: bool) -> dict[str, Any]:
-        """One step of ``bridge keys rotate --config CONFIG`` (the operator's command, run
-        in this process: a new interpreter would only add seconds of imports)."""
-        argv = ["keys", "rotate", "--config", str(config), "--json"]
+    def rotate(self, config: Path, *options: str) -> dict[str, Any]:
+        """One step of ``bridge keys rotate --config CONFIG OPTIONS`` (the operator's
+        command, run in this process: a new interpreter would only add seconds of imports)."""
+        argv = ["keys", "rotate", "--config", str(config), "--json", *options]
         out = io.StringIO()
         with patched_environ(self.env), contextlib.redirect_stdout(out):
-            code = cli.main([*argv, *(["--immediate"] if immediate else [])])
+            code = cli.main(argv)
         assert code == 0, out.getvalue()
         result: dict[str, Any] = json.loads(out.getvalue())
         return result
@@ -139,6 +144,7 @@ def patched_environ(extra: Mapping[str, str]) -> Iterator[None]:
 
 
 KEYS = Keys()
+register(KEYS.env["BRIDGE_KEK"])  # no log line of the run may hold the KEK
 
 
 # --- the cluster -----------------------------------------------------------------------------
@@ -702,10 +708,17 @@ def test_g4_c3_a_key_rotation_at_one_instance_fails_no_token_at_either(cluster: 
         thread.start()
     try:
         time.sleep(1)
-        published = KEYS.rotate(cluster.config, immediate=False)
+        published = KEYS.rotate(cluster.config)
         assert published["published"], published
-        time.sleep(1.5)  # the publish lead: both instances and the RP see the new key
-        promoted = KEYS.rotate(cluster.config, immediate=True)
+        assert not (cluster.config / "keys").exists()  # the keys are in the database only
+        time.sleep(1.5)  # a publish lead of 1 s: the RP's cached JWKS is older than the key
+        # The second step promotes once the lead is over and both instances have
+        # acknowledged the key (each polls the database every second).
+        deadline = time.monotonic() + 10
+        while not (promoted := KEYS.rotate(cluster.config, "--publish-lead", "1"))["promoted"]:
+            assert promoted["waiting_for"], promoted
+            assert time.monotonic() < deadline, promoted
+            time.sleep(0.5)
         assert promoted["promoted"] == published["published"], promoted
         time.sleep(2)
     finally:
