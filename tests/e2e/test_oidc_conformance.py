@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -574,6 +574,24 @@ def test_bad_utf8_is_invalid_request(bridge: Harness, path: str, http: httpx.Cli
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
+
+
+def test_g5_a_userinfo_refusal_naming_a_non_latin1_field_is_a_400(
+    bridge: Harness, http: httpx.Client
+) -> None:
+    """The refusal names the repeated field; its ``WWW-Authenticate`` keeps only the
+    characters RFC 6750 §3 allows there (a field outside Latin-1 was a 500, one with a
+    quote broke the header's quoting). Found by tests/e2e/test_public_fuzz.py."""
+    field = quote('\U00020043"\\x')
+    response = _raw_post(http, bridge, "/userinfo", f"{field}=1&{field}=2".encode(), FORM)
+    _is_json_error(response, 400, "invalid_request")
+    assert "\U00020043" in response.json()["error_description"]
+    header = response.headers["www-authenticate"]
+    prefix = 'Bearer error="invalid_request", error_description="'
+    assert header.startswith(prefix), header
+    assert header.endswith('"'), header
+    description = header.removeprefix(prefix).removesuffix('"')
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), header
 
 
 def test_content_type_is_case_insensitive_and_may_carry_a_charset(
