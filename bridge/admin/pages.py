@@ -51,7 +51,7 @@ from bridge.oauth.discovery import endpoints as oidc_endpoints
 from bridge.plugin import Profile
 from bridge.registry import Registration
 from bridge.services import Services, services
-from bridge.settings import Problem
+from bridge.settings import Problem, is_valid_slug
 from bridge.stats import NO_REGISTRATION, sign_in_stats
 from bridge.throttle import client_address
 from bridge.web import FormError, read_pairs, single_values
@@ -122,8 +122,10 @@ def _display_name(known: Services, profile: str) -> str:
 
 
 def _slug(request: Request) -> str:
+    """The path's slug; one not of a slug's form is a 404 before the database is asked
+    (PostgreSQL refuses a NUL in text), as in the JSON API."""
     slug = str(request.path_params["slug"])
-    if len(slug) > 63:
+    if not is_valid_slug(slug):
         raise NotFound("There is no App Registration at this address.")
     return slug
 

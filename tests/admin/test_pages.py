@@ -506,3 +506,20 @@ def test_bad_requests_are_clear_4xx_never_500(bridge: Harness) -> None:
         )
         assert wrong_profile.status_code == 400
         assert browser.get("/admin/continue?request=nothing").status_code == 400
+
+
+def test_g5_a_slug_not_of_a_slugs_form_is_a_404_on_every_registration_page(
+    bridge: Harness,
+) -> None:
+    """Before the database, as in the API: PostgreSQL refuses NUL in text, so a NUL in
+    the slug was a 500 there. Found by tests/e2e/test_public_fuzz.py."""
+    with admin_browser(bridge) as browser:
+        token = csrf_of(browser, "/admin/registrations")
+        for slug in ("a%00b", "%00", "a%20b", "caf%C3%A9", "-portal"):
+            for page in ("", "/edit", "/enabled", "/rotate-secret", "/delete", "/test"):
+                path = f"/admin/registrations/{slug}{page}"
+                assert browser.get(path).status_code == 404, path
+            for page in ("/edit", "/enabled", "/rotate-secret", "/delete"):
+                path = f"/admin/registrations/{slug}{page}"
+                sent = browser.post(path, data={"csrf_token": token, "enabled": "false"})
+                assert sent.status_code == 404, path
