@@ -678,6 +678,8 @@ def _filter(request: Request, name: str) -> str:
     value = request.query_params.get(name, "").strip()
     if len(value) > MAX_FILTER:
         raise BadRequest(f"The {name} filter is too long (at most {MAX_FILTER} characters).")
+    if "\x00" in value:  # PostgreSQL refuses it in text: no event holds one
+        raise BadRequest(f"The {name} filter holds a character no event has.")
     return value
 
 
@@ -686,7 +688,8 @@ async def audit_log(request: Request, admin: Admin) -> Response:
     known = services(request)
     filters = {name: _filter(request, name) for name in ("actor", "action", "target")}
     raw_page = request.query_params.get("page", "1")
-    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw_page.isascii() and raw_page.isdigit()) or not 1 <= int(raw_page) <= 100_000:
         raise BadRequest("The page number must be a whole number from 1.")
     page = int(raw_page)
     rows = await known.db.run(

@@ -523,3 +523,13 @@ def test_g5_a_slug_not_of_a_slugs_form_is_a_404_on_every_registration_page(
                 path = f"/admin/registrations/{slug}{page}"
                 sent = browser.post(path, data={"csrf_token": token, "enabled": "false"})
                 assert sent.status_code == 404, path
+
+
+def test_g5_odd_audit_filters_and_page_numbers_are_4xx(bridge: Harness) -> None:
+    """NUL in a filter, and digits ``int()`` cannot read (``str.isdigit`` accepts ``²``)."""
+    with admin_browser(bridge) as browser:
+        for query in ("actor=a%00b", "action=%00", "target=x%00", "page=%C2%B2", "page=%D9%A3"):
+            response = browser.get(f"/admin/audit?{query}")
+            assert response.status_code < 500, query
+        assert browser.get("/admin/audit?page=%C2%B2").status_code == 400
+        assert browser.get("/admin/audit?page=%D9%A3").status_code == 400
