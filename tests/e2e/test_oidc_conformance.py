@@ -708,6 +708,18 @@ def test_token_endpoint_get_is_405(bridge: Harness, http: httpx.Client) -> None:
     assert http.get(f"{bridge.url}/token").status_code == 405
 
 
+@pytest.mark.parametrize("max_age", ["\u00b2", "\u0663", "-1", "1.5", " 1"])
+def test_g5_authorize_max_age_not_in_ascii_digits_is_invalid_request(
+    bridge: Harness, browser: httpx.Client, rp: Rp, max_age: str
+) -> None:
+    """``str.isdigit`` also takes digits such as ``²`` that ``int()`` refuses (a 500)."""
+    params = rp.authorize_params(max_age=max_age)
+    response = browser.get(rp.authorize_url(params))
+    assert response.status_code == 303, response.text
+    got = query_of(response.headers["location"])
+    assert got["error"] == "invalid_request", got
+
+
 def test_authorize_with_duplicate_parameters(
     bridge: Harness, browser: httpx.Client, rp: Rp
 ) -> None:
