@@ -247,7 +247,9 @@ async def add_registration(request: Request, admin: Admin) -> Response:
     form = forms.form_from_input(profile, sent, adding=True)
     for key, reason in submitted.problems:
         form.add_problem(key, reason)
-    if not form.has_errors and await known.db.run(_taken, known, slug):
+    # A slug not of a slug's form is refused by the registry below; it is not looked up
+    # (PostgreSQL refuses a NUL in text).
+    if not form.has_errors and is_valid_slug(slug) and await known.db.run(_taken, known, slug):
         form.add_problem("slug", f"{slug!r} is already used by another App Registration")
     if form.has_errors:
         return _form_page(request, admin, form, status_code=400)

@@ -533,3 +533,32 @@ def test_g5_odd_audit_filters_and_page_numbers_are_4xx(bridge: Harness) -> None:
             assert response.status_code < 500, query
         assert browser.get("/admin/audit?page=%C2%B2").status_code == 400
         assert browser.get("/admin/audit?page=%D9%A3").status_code == 400
+
+
+def test_g5_nul_in_a_registration_form_is_a_400_next_to_its_field(bridge: Harness) -> None:
+    """PostgreSQL refuses NUL in text: a NUL slug reached the "is it taken" query and a
+    NUL name the stored row, each a 500 there. Found by tests/e2e/test_public_fuzz.py."""
+    desk = {
+        "profile": "zendesk",
+        "subdomain": "nul",
+        "shared_secret": "nul-desk-shared-secret-0123456789abcdef",
+    }
+    with admin_browser(bridge) as browser:
+        token = csrf_of(browser, "/admin/registrations")
+        for slug, name in (("\x00", "Desk"), ("nul-desk", "Desk\x00")):
+            sent = browser.post(
+                "/admin/registrations/new",
+                data={"csrf_token": token, **desk, "slug": slug, "name": name},
+            )
+            assert sent.status_code == 400, sent.text
+        added = browser.post(
+            "/admin/registrations/new",
+            data={"csrf_token": token, **desk, "slug": "nul-desk", "name": "Desk"},
+        )
+        assert added.status_code == 303, added.text
+        edited = browser.post(
+            "/admin/registrations/nul-desk/edit",
+            data={"csrf_token": token, "name": "Desk\x00", "subdomain": "nul"},
+        )
+        assert edited.status_code == 400, edited.text
+        assert "NUL" in edited.text
