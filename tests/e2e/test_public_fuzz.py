@@ -31,8 +31,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -866,3 +868,57 @@ def test_g5_admin_pages_and_forms_signed_in_get_no_server_error(
     if page != "/admin/reauth":  # which asks for the password again, on purpose
         # Still signed in: the fuzzer reached the page, not the sign-in guard.
         assert not answer.header("location").startswith("/login"), answer.header("location")
+
+
+_TEXT_INPUT = re.compile(r'<input type="(?:text|hidden)"[^>]* name="([^"]+)" value="([^"]*)"')
+_CHECKED = re.compile(r'<input type="checkbox"[^>]* name="([^"]+)" value="true" checked')
+_TEXTAREA = re.compile(r'<textarea[^>]* name="([^"]+)"[^>]*>([^<]*)</textarea>', re.S)
+#: What each field gets in turn: NUL (PostgreSQL refuses it in text, in JSON too), digits
+#: int() cannot read, a long value, a value with a line break where one line is expected.
+ODD_VALUES = ("\x00", "a\x00b", "\u00b2", "x" * 5000, "a\nb = [", "\U0001f600\u202e")
+
+
+def form_fields(page: str) -> list[tuple[str, str]]:
+    """The fields an admin form sends as it stands (text, hidden, checked boxes, text areas)."""
+    found = [(name, html.unescape(value)) for name, value in _TEXT_INPUT.findall(page)]
+    found += [(name, "true") for name in _CHECKED.findall(page)]
+    found += [(name, html.unescape(value)) for name, value in _TEXTAREA.findall(page)]
+    return list(dict(reversed(found)).items())  # once each (the sign-out form has a token too)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "/admin/registrations/stored-rp/edit",
+        "/admin/registrations/stored-desk/edit",
+        "/admin/registrations/stored-forum/edit",
+        "/admin/registrations/new?profile=oidc",
+        "/admin/registrations/new?profile=zendesk",
+        "/admin/registrations/new?profile=discourse",
+    ],
+)
+def test_g5_every_field_of_the_admin_registration_forms_takes_odd_values_without_a_500(
+    bridge: Harness, known: Known, page: str
+) -> None:
+    """Beside the fuzzing, deterministic: the form as the page shows it, then each of its
+    fields in turn with each of ODD_VALUES, so every value reaches validation (and, if
+    accepted, the database) with the rest of the form valid."""
+    with new_browser(bridge) as admin:
+        for name, value in known.admin_cookies.items():
+            admin.cookies.set(name, value)
+        shown = admin.get(page)
+        assert shown.status_code == 200, shown.text
+        fields = form_fields(shown.text)
+        assert ("csrf_token", known.csrf_token) in fields, fields
+        action = page.split("?", 1)[0]
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        if action.endswith("/edit"):  # the form as shown is accepted: the fields are right
+            unchanged = admin.post(action, content=encode_pairs(fields), headers=form)
+            assert unchanged.status_code == 303, unchanged.text
+        for name, _ in fields:
+            if name in ("csrf_token", "profile"):
+                continue
+            for odd in ODD_VALUES:
+                sent = [(k, odd if k == name else v) for k, v in fields]
+                response = admin.post(action, content=encode_pairs(sent), headers=form)
+                assert response.status_code < 500, (name, odd[:20], response.text[-500:])
