@@ -49,6 +49,7 @@ from hypothesis import strategies as st
 from bridge.admin.api import PREFIX as ADMIN_API
 from bridge.metrics import route_templates
 from bridge.middleware import MAX_BODY_BYTES, MAX_HEADER_BYTES
+from tests.conftest import DatabaseFactory
 from tests.oauth.rp import Rp, http_client, new_browser
 from tests.support.bridge import Harness, running_bridge, sign_in
 from tests.support.fuzzing import (
@@ -217,8 +218,13 @@ class Known:
 
 
 @pytest.fixture(scope="module")
-def bridge(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Harness]:
+def bridge(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[Harness]:
+    """A database of its own: the fuzzer's thousands of failed sign-ins (as ``jdoe`` too)
+    must not throttle the sign-ins of the modules that share the run's database."""
     tmp: Path = tmp_path_factory.mktemp("public-fuzz")
+    database_url = database_factory.migrated_url()
     with running_bridge(tmp, database_url, registrations=REGISTRATIONS, extra=EXTRA) as harness:
         for slug, data in (
             (
