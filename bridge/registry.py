@@ -104,6 +104,17 @@ class Registration:
         return data
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether ``value`` (a string, or lists and tables of them, keys included) holds NUL."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 #: Longest registration name (the database column's length).
 MAX_NAME_LENGTH = 200
 
@@ -143,6 +154,9 @@ def parse_registration(
         known = key in COMMON_KEYS or key in schema.keys
         if not known and not (stored_hash and key in stored_keys):
             problems.add(key, f"unknown key for profile {profile_name!r}")
+        if _holds_nul(key) or _holds_nul(data[key]):
+            # PostgreSQL refuses NUL in text; no setting needs one.
+            problems.add(key.replace("\x00", ""), "must not contain the NUL character")
     name = data.get("name")
     if name is None or (isinstance(name, str) and not name.strip()):
         problems.add("name", "is required (shown to people on the sign-in page)")

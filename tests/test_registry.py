@@ -533,3 +533,24 @@ def test_an_unchanged_generation_keeps_what_is_kept(store: Store, keys: KeyStore
     for _ in range(3):
         registry.get(slug)
     assert spy.calls == {"registrations_generation": 3, "get_registration": 1}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": "Stored\x00Portal"},
+        {"redirect_uris": ["https://app.example.org/cb\x00"]},
+        {"claims": {"organization\x00": "organization_name"}},
+        {"access": {"member_types": ["REG\x00"]}},
+    ],
+)
+def test_g5_a_value_holding_nul_is_refused(registry: Registry, changes: dict[str, Any]) -> None:
+    """On every backend: PostgreSQL refuses NUL in text, so an admin form or the API
+    that let one through got a 500 there instead of the form's 400."""
+    data = oidc(unique("c"), **changes)
+    with pytest.raises(InvalidRegistration, match="NUL"):
+        registry.add(unique("nul"), data, actor="test")
+    slug = unique("nul")
+    registry.add(slug, oidc(unique("c")), actor="test")
+    with pytest.raises(InvalidRegistration, match="NUL"):
+        registry.edit(slug, changes, actor="test")

@@ -51,7 +51,7 @@ from bridge.oauth.discovery import endpoints as oidc_endpoints
 from bridge.plugin import Profile
 from bridge.registry import Registration
 from bridge.services import Services, services
-from bridge.settings import Problem
+from bridge.settings import Problem, is_valid_slug
 from bridge.stats import NO_REGISTRATION, sign_in_stats
 from bridge.throttle import client_address
 from bridge.web import FormError, read_pairs, single_values
@@ -122,8 +122,10 @@ def _display_name(known: Services, profile: str) -> str:
 
 
 def _slug(request: Request) -> str:
+    """The path's slug; one not of a slug's form is a 404 before the database is asked
+    (PostgreSQL refuses a NUL in text), as in the JSON API."""
     slug = str(request.path_params["slug"])
-    if len(slug) > 63:
+    if not is_valid_slug(slug):
         raise NotFound("There is no App Registration at this address.")
     return slug
 
@@ -245,7 +247,9 @@ async def add_registration(request: Request, admin: Admin) -> Response:
     form = forms.form_from_input(profile, sent, adding=True)
     for key, reason in submitted.problems:
         form.add_problem(key, reason)
-    if not form.has_errors and await known.db.run(_taken, known, slug):
+    # A slug not of a slug's form is refused by the registry below; it is not looked up
+    # (PostgreSQL refuses a NUL in text).
+    if not form.has_errors and is_valid_slug(slug) and await known.db.run(_taken, known, slug):
         form.add_problem("slug", f"{slug!r} is already used by another App Registration")
     if form.has_errors:
         return _form_page(request, admin, form, status_code=400)
@@ -676,6 +680,8 @@ def _filter(request: Request, name: str) -> str:
     value = request.query_params.get(name, "").strip()
     if len(value) > MAX_FILTER:
         raise BadRequest(f"The {name} filter is too long (at most {MAX_FILTER} characters).")
+    if "\x00" in value:  # PostgreSQL refuses it in text: no event holds one
+        raise BadRequest(f"The {name} filter holds a character no event has.")
     return value
 
 
@@ -684,7 +690,8 @@ async def audit_log(request: Request, admin: Admin) -> Response:
     known = services(request)
     filters = {name: _filter(request, name) for name in ("actor", "action", "target")}
     raw_page = request.query_params.get("page", "1")
-    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+    if not (raw_page.isascii() and raw_page.isdigit()) or not 1 <= int(raw_page) <= 100_000:
         raise BadRequest("The page number must be a whole number from 1.")
     page = int(raw_page)
     rows = await known.db.run(

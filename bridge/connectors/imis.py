@@ -281,7 +281,8 @@ class ImisUserStore:
                 self._metrics.imis_error("token", "bad_answer")
                 return self._unavailable(f"iMIS sent an unusable answer to {what}")
             expires_in = data.get("expires_in")
-            if isinstance(expires_in, str) and expires_in.isdigit():
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
                 expires_in = int(expires_in)
             if isinstance(expires_in, bool) or not isinstance(expires_in, int):
                 expires_in = 300
@@ -762,7 +763,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("Retry-After", "").strip()
     if not raw:
         return None
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():  # not "²" (Latin-1 in a header), which float() refuses
         return float(raw)
     try:
         when = parsedate_to_datetime(raw)

@@ -156,7 +156,8 @@ def validate(
     max_age: int | None = None
     if "max_age" in params:
         raw_max_age = params["max_age"]
-        if not raw_max_age.isdigit() or len(raw_max_age) > 10:
+        # ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٣".
+        if not (raw_max_age.isascii() and raw_max_age.isdigit()) or len(raw_max_age) > 10:
             raise fail("invalid_request", "max_age must be a whole number of seconds")
         max_age = int(raw_max_age)
 

@@ -352,8 +352,15 @@ async def introspect(request: Request) -> Response:
     return await _run_endpoint(request, "introspection")
 
 
+def _header_text(text: str) -> str:
+    """``text`` as RFC 6750 §3 allows an ``error_description`` in ``WWW-Authenticate``:
+    printable ASCII but ``"`` and ``\\`` (a description may quote the client's own field
+    names, which are any Unicode); every other character becomes ``?``."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+
+
 def _bearer_error(error: str, description: str, status: int = 401) -> Response:
-    header = f'Bearer error="{error}", error_description="{description}"'
+    header = f'Bearer error="{error}", error_description="{_header_text(description)}"'
     return JSONResponse(
         {"error": error, "error_description": description},
         status_code=status,

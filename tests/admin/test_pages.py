@@ -506,3 +506,59 @@ def test_bad_requests_are_clear_4xx_never_500(bridge: Harness) -> None:
         )
         assert wrong_profile.status_code == 400
         assert browser.get("/admin/continue?request=nothing").status_code == 400
+
+
+def test_g5_a_slug_not_of_a_slugs_form_is_a_404_on_every_registration_page(
+    bridge: Harness,
+) -> None:
+    """Before the database, as in the API: PostgreSQL refuses NUL in text, so a NUL in
+    the slug was a 500 there. Found by tests/e2e/test_public_fuzz.py."""
+    with admin_browser(bridge) as browser:
+        token = csrf_of(browser, "/admin/registrations")
+        for slug in ("a%00b", "%00", "a%20b", "caf%C3%A9", "-portal"):
+            for page in ("", "/edit", "/enabled", "/rotate-secret", "/delete", "/test"):
+                path = f"/admin/registrations/{slug}{page}"
+                assert browser.get(path).status_code == 404, path
+            for page in ("/edit", "/enabled", "/rotate-secret", "/delete"):
+                path = f"/admin/registrations/{slug}{page}"
+                sent = browser.post(path, data={"csrf_token": token, "enabled": "false"})
+                assert sent.status_code == 404, path
+
+
+def test_g5_odd_audit_filters_and_page_numbers_are_4xx(bridge: Harness) -> None:
+    """NUL in a filter, and digits ``int()`` cannot read (``str.isdigit`` accepts ``²``)."""
+    with admin_browser(bridge) as browser:
+        for query in ("actor=a%00b", "action=%00", "target=x%00", "page=%C2%B2", "page=%D9%A3"):
+            response = browser.get(f"/admin/audit?{query}")
+            assert response.status_code < 500, query
+        assert browser.get("/admin/audit?page=%C2%B2").status_code == 400
+        assert browser.get("/admin/audit?page=%D9%A3").status_code == 400
+
+
+def test_g5_nul_in_a_registration_form_is_a_400_next_to_its_field(bridge: Harness) -> None:
+    """PostgreSQL refuses NUL in text: a NUL slug reached the "is it taken" query and a
+    NUL name the stored row, each a 500 there. Found by tests/e2e/test_public_fuzz.py."""
+    desk = {
+        "profile": "zendesk",
+        "subdomain": "nul",
+        "shared_secret": "nul-desk-shared-secret-0123456789abcdef",
+    }
+    with admin_browser(bridge) as browser:
+        token = csrf_of(browser, "/admin/registrations")
+        for slug, name in (("\x00", "Desk"), ("nul-desk", "Desk\x00")):
+            sent = browser.post(
+                "/admin/registrations/new",
+                data={"csrf_token": token, **desk, "slug": slug, "name": name},
+            )
+            assert sent.status_code == 400, sent.text
+        added = browser.post(
+            "/admin/registrations/new",
+            data={"csrf_token": token, **desk, "slug": "nul-desk", "name": "Desk"},
+        )
+        assert added.status_code == 303, added.text
+        edited = browser.post(
+            "/admin/registrations/nul-desk/edit",
+            data={"csrf_token": token, "name": "Desk\x00", "subdomain": "nul"},
+        )
+        assert edited.status_code == 400, edited.text
+        assert "NUL" in edited.text

@@ -655,6 +655,28 @@ async def test_retry_after_as_http_date_is_understood() -> None:
     assert 80 <= outcome.retry_after <= 90
 
 
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {
+            "POST /token": httpx.Response(200, json={"access_token": "t", "expires_in": "\u00b2"}),
+            "GET /api/User": httpx.Response(404),
+        },
+        {
+            "POST /token": TOKEN,
+            "GET /api/User": httpx.Response(503, headers={"Retry-After": b"\xb2"}),
+        },
+    ],
+)
+async def test_g1_digits_int_cannot_read_from_imis_are_unavailable_not_a_crash(
+    routes: dict[str, httpx.Response],
+) -> None:
+    """``str.isdigit`` takes ``²`` (an ``expires_in``, a ``Retry-After`` read as
+    Latin-1), which ``int()`` and ``float()`` refuse: garbage, not an exception."""
+    outcome = await outcome_of(routes)
+    assert isinstance(outcome, Unavailable)
+
+
 def test_simulator_base_url_needs_somewhere_to_go() -> None:
     with pytest.raises(ValueError, match="simulator"):
         ImisUserStore(imis_settings())

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -576,6 +576,24 @@ def test_bad_utf8_is_invalid_request(bridge: Harness, path: str, http: httpx.Cli
     assert response.json()["error"] == "invalid_request"
 
 
+def test_g5_a_userinfo_refusal_naming_a_non_latin1_field_is_a_400(
+    bridge: Harness, http: httpx.Client
+) -> None:
+    """The refusal names the repeated field; its ``WWW-Authenticate`` keeps only the
+    characters RFC 6750 §3 allows there (a field outside Latin-1 was a 500, one with a
+    quote broke the header's quoting). Found by tests/e2e/test_public_fuzz.py."""
+    field = quote('\U00020043"\\x')
+    response = _raw_post(http, bridge, "/userinfo", f"{field}=1&{field}=2".encode(), FORM)
+    _is_json_error(response, 400, "invalid_request")
+    assert "\U00020043" in response.json()["error_description"]
+    header = response.headers["www-authenticate"]
+    prefix = 'Bearer error="invalid_request", error_description="'
+    assert header.startswith(prefix), header
+    assert header.endswith('"'), header
+    description = header.removeprefix(prefix).removesuffix('"')
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in description), header
+
+
 def test_content_type_is_case_insensitive_and_may_carry_a_charset(
     bridge: Harness, browser: httpx.Client, rp: Rp, http: httpx.Client
 ) -> None:
@@ -688,6 +706,18 @@ def test_bad_basic_header_is_invalid_client(bridge: Harness, http: httpx.Client)
 
 def test_token_endpoint_get_is_405(bridge: Harness, http: httpx.Client) -> None:
     assert http.get(f"{bridge.url}/token").status_code == 405
+
+
+@pytest.mark.parametrize("max_age", ["\u00b2", "\u0663", "-1", "1.5", " 1"])
+def test_g5_authorize_max_age_not_in_ascii_digits_is_invalid_request(
+    bridge: Harness, browser: httpx.Client, rp: Rp, max_age: str
+) -> None:
+    """``str.isdigit`` also takes digits such as ``²`` that ``int()`` refuses (a 500)."""
+    params = rp.authorize_params(max_age=max_age)
+    response = browser.get(rp.authorize_url(params))
+    assert response.status_code == 303, response.text
+    got = query_of(response.headers["location"])
+    assert got["error"] == "invalid_request", got
 
 
 def test_authorize_with_duplicate_parameters(

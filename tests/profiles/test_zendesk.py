@@ -320,3 +320,18 @@ def test_a_short_shared_secret_is_refused() -> None:
         is None
     )
     assert [p.key for p in sink] == ["shared_secret"]
+
+
+def test_g5_a_locale_id_int_cannot_read_is_dropped_not_a_crash() -> None:
+    """``str.isdigit`` takes ``²`` (and ``٣``), which is no Zendesk locale id: the claim
+    is left out, as any unusable value is, instead of failing the sign-in."""
+    for locale in ("\u00b2", "\u0663"):
+        person = Identity(
+            imis_id="1",
+            username="u",
+            full_name="U",
+            email="u@example.org",
+            properties={"Locale": locale},
+        )
+        token = build_jwt(person, OPTIONS, now=1, jti=_jti(), mapping={"locale_id": "Locale"})
+        assert "locale_id" not in _decode(token)

@@ -243,7 +243,8 @@ def _convert_claim(target: str, value: str) -> Any:
     if target == "organizations":
         return [o.strip() for o in value.split(",") if o.strip()]
     if target == "locale_id":
-        return int(value) if value.isdigit() else None
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        return int(value) if value.isascii() and value.isdigit() else None
     if target == "remote_photo_url":
         try:
             parts = urlsplit(value)
