@@ -168,7 +168,8 @@ def test_c3_g4_a_key_signs_only_once_every_serving_process_publishes_it(
     waiting = a.rotate("RS256", retire_after_seconds=600)
     assert waiting.promoted is None
     assert waiting.waiting_for == ("b",)
-    assert "waiting for 1: b" in waiting.describe()
+    assert "1 has not yet: b." in waiting.describe()
+    assert waiting.ready_at is None  # the lead is over: only b is awaited
     assert a.signing_key()[0] == old
 
     b.reload_if_changed()

@@ -296,10 +296,10 @@ class RotationResult:
             )
         if self.waiting_for:
             lines.append(
-                f"It does not sign before every serving process publishes it; waiting for "
-                f"{len(self.waiting_for)}: {', '.join(self.waiting_for)} (each reloads keys "
-                f"every {KEYS_POLL_SECONDS:g} s; one silent for {PEER_SILENCE_SECONDS} s "
-                "no longer counts)."
+                "It signs only once every serving process publishes it, and "
+                f"{len(self.waiting_for)} has not yet: {', '.join(self.waiting_for)}. "
+                f"Each reloads the keys every {KEYS_POLL_SECONDS:g} s, and one silent for "
+                f"{PEER_SILENCE_SECONDS} s no longer counts: take the step again shortly."
             )
         if self.immediate and self.published and self.promoted:
             lines.append(
@@ -874,7 +874,10 @@ class KeyStore:
                 )
             else:
                 result = dataclasses.replace(
-                    result, pending=nxt.kid, ready_at=max(ready_at, now), waiting_for=waiting
+                    result,
+                    pending=nxt.kid,
+                    ready_at=None if due else max(ready_at, now),
+                    waiting_for=waiting,
                 )
             if changed:
                 _write_manifest(tx, infos)
