@@ -175,7 +175,7 @@ def _check_database(
 
     from bridge.keys import KeyStore, hash_secret
     from bridge.registry import Registry
-    from bridge.storage.db import Database, SchemaAhead, SchemaBehind
+    from bridge.storage.db import Database
     from bridge.storage.repo import Store
 
     notes: list[str] = []
@@ -192,12 +192,8 @@ def _check_database(
         return notes
     db = Database(settings.database_url)
     try:
-        state = db.schema_state()
-        if state == "ahead":
-            raise SchemaAhead
+        state = _usable_schema(db, sqlite_behind=True)
         if state != "current":
-            if db.backend != "sqlite":
-                raise SchemaBehind
             notes.append(f"database: schema {state}; SQLite upgrades it on first start")
             return notes
         if in_database:
@@ -699,18 +695,28 @@ def _key_source(settings: Settings) -> Iterator[Path | Vault]:
 @contextlib.contextmanager
 def _database(settings: Settings) -> Iterator[Database]:
     """The configured database, at the current schema (else SchemaBehind/Ahead)."""
-    from bridge.storage.db import Database, SchemaAhead, SchemaBehind
+    from bridge.storage.db import Database
 
     db = Database(settings.database_url)
     try:
-        state = db.schema_state()
-        if state == "ahead":
-            raise SchemaAhead
-        if state != "current":
-            raise SchemaBehind
+        _usable_schema(db)
         yield db
     finally:
         db.dispose()
+
+
+def _usable_schema(db: Database, *, sqlite_behind: bool = False) -> str:
+    """The schema's state if a command may go on: SchemaAhead when it is ahead, and
+    SchemaBehind when it is behind (``sqlite_behind``: unless SQLite, which upgrades
+    itself at start)."""
+    from bridge.storage.db import SchemaAhead, SchemaBehind
+
+    state = db.schema_state()
+    if state == "ahead":
+        raise SchemaAhead
+    if state != "current" and not (sqlite_behind and db.backend == "sqlite"):
+        raise SchemaBehind
+    return state
 
 
 def keys_migrate(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> int:
