@@ -111,6 +111,7 @@ async def watch_keys_periodically(
     keys, db = services.keys, services.db
     acknowledged: frozenset[str] | None = None
     last_ack = 0.0
+    failing: str | None = None  # logged once, not every second
     while True:
         try:
             await db.run(keys.reload_if_changed)
@@ -120,11 +121,19 @@ async def watch_keys_periodically(
                 await db.run(keys.acknowledge, instance)
                 acknowledged, last_ack = published, now
         except DatabaseUnavailable as error:
-            log.warning("keys not checked: database unavailable (%s)", error.detail)
+            if failing != "database":
+                log.warning("keys not checked: database unavailable (%s)", error.detail)
+            failing = "database"
         except KeyStoreError as error:
-            log.error("keys not reloaded, the last good ones keep serving: %s", error)
+            if failing != str(error):
+                log.error("keys not reloaded, the last good ones keep serving: %s", error)
+            failing = str(error)
         except Exception:
             log.exception("keys not checked; trying again at the next turn")
+        else:
+            if failing is not None:
+                log.info("keys checked again")
+            failing = None
         await asyncio.sleep(interval)
 
 

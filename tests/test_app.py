@@ -197,3 +197,53 @@ def test_start_up_fails_on_a_clash_with_a_stored_registration(
         services.store.delete_registration(slug)
         asyncio.run(services.users.aclose())
         services.db.dispose()
+
+
+def test_g2_readyz_is_503_while_the_keys_in_the_database_cannot_be_read_then_recovers(
+    tmp_path: Path, database_factory: DatabaseFactory
+) -> None:
+    """A key blob that stops opening (altered in the database) makes /readyz 503 at the
+    next poll, while the keys in memory keep signing; put back, it is 200 again."""
+    import base64
+    import secrets
+    import time
+
+    from sqlalchemy import text
+
+    url = database_factory.migrated_url()
+    kek = secrets.token_bytes(32)
+    settings = replace(settings_for(tmp_path / "config", url), key_store="database", kek=kek)
+
+    def ready_is(client: Running, status: int) -> httpx.Response:
+        deadline = time.monotonic() + 10  # the vault is polled every second
+        while (answer := client.get("/readyz")).status_code != status:
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.1)
+        return answer
+
+    def keyring(db: Database, blob: bytes | None = None) -> bytes:
+        with db.session() as s:
+            c = s.connection()
+            if blob is not None:
+                c.execute(
+                    text("UPDATE key_vault SET sealed = :b WHERE name = 'keyring.json'"),
+                    {"b": blob},
+                )
+                c.execute(text("UPDATE key_vault_state SET generation = generation + 1"))
+            return bytes(
+                c.execute(
+                    text("SELECT sealed FROM key_vault WHERE name = 'keyring.json'")
+                ).scalar_one()
+            )
+
+    with running(settings) as client, Database(url) as db:
+        assert ready_is(client, 200).json()["keys"] is True
+        good = keyring(db)
+        keyring(db, good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped
+        down = ready_is(client, 503)
+        assert down.json() == {"status": "unavailable", "database": True, "keys": False}
+        assert down.headers["retry-after"] == "5"
+        assert client.get("/.well-known/jwks.json").status_code == 200  # the last good keys
+        assert base64.b64encode(kek).decode() not in down.text
+        keyring(db, good)
+        assert ready_is(client, 200).json()["keys"] is True

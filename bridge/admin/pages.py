@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -861,7 +862,10 @@ async def rotate_keys(request: Request, admin: Admin) -> Response:
         )
         return result
 
-    result = await known.db.run(rotate)
+    # A worker thread whatever the database: with the keys in the database, a rotation
+    # may wait (seconds) for the other processes to publish the key, which must not
+    # stall this process's event loop (SQLite's work otherwise runs on it).
+    result = await run_in_threadpool(rotate)
     log.info("signing keys rotated: alg=%s by %s", alg, admin.actor)
     rows = await known.db.run(_key_rows, known)
     return _page(
