@@ -24,6 +24,7 @@ from bridge.settings import load_settings
 from tests.e2e.test_two_processes import REGISTRATIONS, portal, verify_at
 from tests.oauth.rp import http_client, new_browser
 from tests.support.bridge import Harness, write_config
+from tests.support.leaks import register
 from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
 
@@ -34,6 +35,7 @@ pytestmark = [
 
 KEK = base64.b64encode(secrets.token_bytes(32)).decode()
 ENV = {"BRIDGE_KEY_STORE": "database", "BRIDGE_KEK": KEK}
+register(KEK)  # no log line of the run may hold it
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.conftest import DatabaseFactory
 from tests.e2e.test_two_processes import REGISTRATIONS, code_from, portal, verify_at
 from tests.oauth.rp import http_client, jwks, new_browser, sign_in
 from tests.support.bridge import Harness, write_config
+from tests.support.leaks import register
 from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.slow
 
 KEK = base64.b64encode(secrets.token_bytes(32)).decode()
 ENV = {"BRIDGE_KEY_STORE": "database", "BRIDGE_KEK": KEK}
+register(KEK)  # no log line of the run may hold it
 
 
 @pytest.fixture(scope="module")
