@@ -1,31 +1,34 @@
 """Signing keys, the public JWKS and their rotation; signing and verifying JWTs; the KeyStore.
 
-This module owns the signing keys under ``keys_dir``: it creates the RS256 and
+This module owns the signing keys kept in a :class:`~bridge.keys.vault.Vault`
+(``keys_dir``, or the database sealed with a KEK): it creates the RS256 and
 ES256 keys on first use, publishes the public keys as a JWKS (kid = RFC 7638
 thumbprint), rotates them so that a key is published before it signs and stays
-published until what it signed has expired (SECURITY C3), signs JWTs and
-verifies them refusing ``none``, HMAC, unknown keys and wrong iss/aud/exp (C2).
-:class:`KeyStore` is the one object callers hold: it keeps one immutable
-snapshot of ``keys_dir`` (signing keys and the :mod:`.keyring`), reloads it
-when another process changed the folder, and is the only writer of
+published until what it signed has expired (SECURITY C3), and, with a vault
+shared through the database, signs only once every serving process publishes
+it. It signs JWTs and verifies them refusing ``none``, HMAC, unknown keys and
+wrong iss/aud/exp (C2). :class:`KeyStore` is the one object callers hold: it
+keeps one immutable snapshot of the vault (signing keys and the :mod:`.keyring`),
+reloads it when another process changed it, and is the only writer of
 ``manifest.json``. It must not decide what a token says or how long it lives
 (that is :mod:`bridge.oauth`), must never hand a private key member to
-anything but its caller or write one outside ``keys_dir``, must not print
+anything but its caller or write one outside its vault, must not print
 (the ``bridge keys`` commands live in :mod:`bridge.cli`), and touches no disk
-at import time: nothing happens until :meth:`KeyStore.load_or_create` or
-:meth:`KeyStore.open`.
+or database at import time: nothing happens until :meth:`KeyStore.load_or_create`
+or :meth:`KeyStore.open`.
 
-Layout of ``keys_dir`` (the file rules are :mod:`.files`')::
+The blobs of a vault (in ``keys_dir``, files; the rules are :mod:`.files`')::
 
     manifest.json        signing-key metadata: kid, alg, state, times (the commit point)
     RS256-<kid>.pem      one PKCS#8 private key per signing key, named by RFC 7638 kid
     ES256-<kid>.pem
     keyring.json         Fernet keys that encrypt stored secrets (see .keyring)
-    .lock                flock target serialising creation and rotation across processes
+    .lock                (a folder only) flock target serialising changes across processes
 
-A key file is written before the manifest names it and deleted only after the
+A key blob is written before the manifest names it and deleted only after the
 manifest stopped naming it, so a reader that sees a manifest always finds its
-keys (a reader racing a deletion simply re-reads).
+keys (a reader racing a deletion simply re-reads; the database's changes land
+in one transaction anyway).
 """
 
 from __future__ import annotations
