@@ -67,7 +67,8 @@ def key_vault(settings: Settings, db: Database) -> Vault:
             raise ConfigurationError(
                 [Problem("bridge.toml", "key_store", '"database" needs a key-encryption key')]
             )
-        return SealedVault(DatabaseVault(db), Kek(settings.kek))
+        previous = [Kek(settings.kek_previous)] if settings.kek_previous else []
+        return SealedVault(DatabaseVault(db), Kek(settings.kek), previous)
     return vault_of(settings.keys_dir)
 
 

@@ -660,6 +660,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = _settings(args, uses=("keys_dir", "key_store", "tokens"))
     if args.action == "migrate":
         return keys_migrate(settings, as_json=args.json)
+    if args.action == "reseal":
+        return keys_reseal(settings, as_json=args.json)
     from bridge.keys import retire_after_seconds
 
     with _key_source(settings) as source:
@@ -703,6 +705,38 @@ def _database(settings: Settings) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+def keys_reseal(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> int:
+    """``bridge keys reseal``: seal with the KEK every key blob the previous KEK sealed."""
+    from bridge.app import key_vault
+    from bridge.keys import Kek, KeyStore, KeyStoreError, SealedVault
+
+    out = out or sys.stdout
+    if settings.key_store != "database":
+        return _keys_error('reseal works on the keys in the database: key_store = "database"')
+    settings.require("database_url", "kek", "kek_file", "kek_previous", "kek_previous_file")
+    assert settings.kek is not None  # load_settings refuses the database without one
+    try:
+        with _database(settings) as db:
+            vault = key_vault(settings, db)
+            assert isinstance(vault, SealedVault)
+            resealed, blobs = vault.reseal()
+            KeyStore.open(vault)  # everything opens with the KEK now
+    except KeyStoreError as exc:
+        return _keys_error(str(exc))
+    kek_id = Kek(settings.kek).id.hex()
+    if as_json:
+        summary = {"resealed": resealed, "blobs": blobs, "kek_id": kek_id}
+        print(json.dumps(summary, indent=2), file=out)
+        return EXIT_OK
+    print(
+        f"Resealed {resealed} of {blobs} key blob(s) with key-encryption key {kek_id}.\n"
+        "Every process opens them with either KEK meanwhile: once all run with the new "
+        "one, remove the previous KEK (kek_previous, BRIDGE_KEK_PREVIOUS) everywhere.",
+        file=out,
+    )
+    return EXIT_OK
 
 
 def _usable_schema(db: Database, *, sqlite_behind: bool = False) -> str:
@@ -1011,6 +1045,14 @@ def build_parser() -> argparse.ArgumentParser:
         'key (BRIDGE_KEK or kek_file); then set key_store = "database"'
     )
     p = keys.add_parser("migrate", help=migrate_help, description=migrate_help)
+    _with_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_keys)
+    reseal_help = (
+        "seal the keys in the database with the KEK (BRIDGE_KEK) that the previous one "
+        "(BRIDGE_KEK_PREVIOUS) sealed: the second step of changing the KEK"
+    )
+    p = keys.add_parser("reseal", help=reseal_help, description=reseal_help)
     _with_config(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_keys)

@@ -269,6 +269,10 @@ class Settings:
     #: The key-encryption key (32 bytes), from ``kek`` (``BRIDGE_KEK``) or ``kek_file``,
     #: base64; None if neither is set. Never shown.
     kek: bytes | None = field(default=None, repr=False)
+    #: The KEK before ``kek`` (``kek_previous``, ``BRIDGE_KEK_PREVIOUS``, or
+    #: ``kek_previous_file``): it still opens what it sealed while ``bridge keys reseal``
+    #: moves the keys to ``kek``. Never shown.
+    kek_previous: bytes | None = field(default=None, repr=False)
     log_level: str = "info"
     #: ``json`` (one object per line), ``text`` (readable), or ``auto``: JSON unless
     #: standard error is a terminal (see :func:`bridge.logs.resolve_format`).
@@ -523,6 +527,8 @@ _TOP: dict[str, Converter] = {
     "key_store": _str,
     "kek": _non_empty_str,
     "kek_file": _non_empty_str,
+    "kek_previous": _non_empty_str,
+    "kek_previous_file": _non_empty_str,
     "log_level": _str,
     "log_format": _str,
     "demo": _bool,
@@ -672,39 +678,47 @@ def _resolve_database_url(config_dir: Path, url: str, problems: Problems) -> str
 def _load_kek(
     top: dict[str, Any], config_dir: Path, problems: Problems, unresolved: Mapping[str, Any]
 ) -> None:
-    """``key_store``, and the KEK from ``kek`` or the file ``kek_file`` (never echoed)."""
+    """``key_store``, the KEK from ``kek`` or ``kek_file``, and the previous one from
+    ``kek_previous`` or ``kek_previous_file`` (never echoed)."""
     top["key_store"] = store = str(top.get("key_store") or "files").lower()
     if store not in KEY_STORES:
         problems.add("key_store", "must be one of " + ", ".join(KEY_STORES))
-    text, file = top.pop("kek", None), top.pop("kek_file", None)
-    if text is not None and file is not None:
-        problems.add("kek_file", "give the key-encryption key once: kek (BRIDGE_KEK) or kek_file")
-        return
-    key = "kek"
-    if file is not None:
-        key, path = "kek_file", _resolve(config_dir, file)
-        try:
-            text = path.read_text(encoding="ascii")
-        except (OSError, UnicodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
-            problems.add("kek_file", f"{path}: cannot be read: {reason}")
-            return
-    if text is not None:
-        kek = decode_kek(text)
-        if kek is None:
-            problems.add(
-                key,
-                f"must be {KEK_BYTES} random bytes in base64 (make one with "
-                "`openssl rand -base64 32`)",
-            )
-        top["kek"] = kek
+    top["kek_previous"], _ = _read_kek(top, "kek_previous", config_dir, problems)
+    top["kek"], key = _read_kek(top, "kek", config_dir, problems)
     given_later = "kek" in unresolved or "kek_file" in unresolved  # a command not using it
-    if store == "database" and top.get("kek") is None and not problems.has(key) and not given_later:
+    if store == "database" and top["kek"] is None and not problems.has(key) and not given_later:
         problems.add(
             "key_store",
             '"database" needs a key-encryption key: set BRIDGE_KEK, or kek_file '
             "to a file holding one (`openssl rand -base64 32`)",
         )
+
+
+def _read_kek(
+    top: dict[str, Any], key: str, config_dir: Path, problems: Problems
+) -> tuple[bytes | None, str]:
+    """The KEK given as ``key`` or in the file ``<key>_file``, and which of them said it."""
+    text, file = top.pop(key, None), top.pop(f"{key}_file", None)
+    if text is not None and file is not None:
+        problems.add(f"{key}_file", f"give the key-encryption key once: {key} or {key}_file")
+        return None, f"{key}_file"
+    if file is not None:
+        key, path = f"{key}_file", _resolve(config_dir, file)
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII text"
+            problems.add(key, f"{path}: cannot be read: {reason}")
+            return None, key
+    if text is None:
+        return None, key
+    kek = decode_kek(text)
+    if kek is None:
+        problems.add(
+            key,
+            f"must be {KEK_BYTES} random bytes in base64 (make one with `openssl rand -base64 32`)",
+        )
+    return kek, key
 
 
 def decode_kek(text: str) -> bytes | None:

@@ -402,3 +402,50 @@ def test_check_config_opens_the_keys_in_the_database_with_the_kek(
     (folder / "kek").write_text(kek_text(new_kek()))
     assert cli.main(["check-config", "--config", str(folder), "--database"]) != 0
     assert "configured one is" in capsys.readouterr().err
+
+
+# --- changing the KEK ---------------------------------------------------------------------
+
+
+def test_c3_a_previous_kek_opens_what_it_sealed_until_reseal_moves_it(vault_db: Database) -> None:
+    old, new = new_kek(), new_kek()
+    before = KeyStore.load_or_create(sealed(vault_db, old))
+    both = SealedVault(DatabaseVault(vault_db), Kek(new), [Kek(old)])
+    during = KeyStore.open(both)
+    assert during.jwks() == before.jwks()
+    during.rotate_keyring()  # a write meanwhile is sealed with the new KEK
+    with pytest.raises(KeyStoreError, match="configured one is"):
+        KeyStore.open(sealed(vault_db, new))  # the rest is still sealed with the old one
+
+    resealed, blobs = both.reseal()
+    assert resealed == blobs - 1  # all but the keyring written a moment ago
+    assert both.reseal() == (0, blobs)  # a second run reseals nothing
+    after = KeyStore.open(sealed(vault_db, new))
+    assert after.jwks() == before.jwks()
+    assert after.decrypt_secret(before.encrypt_secret("shared")) == "shared"
+    with pytest.raises(KeyStoreError, match=f"configured one is {Kek(old).id.hex()}"):
+        KeyStore.open(sealed(vault_db, old))
+
+
+def test_keys_reseal_from_the_command_line(
+    tmp_path: Path, database_factory: DatabaseFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = database_factory.migrated_url()
+    old, new = new_kek(), new_kek()
+    folder = config_for(tmp_path / "config", url, key_store="database", kek=new)
+    with Database(url) as db:
+        KeyStore.load_or_create(sealed(db, old))
+    args = ["keys", "reseal", "--config", str(folder)]
+    assert cli.main(args) == 1  # without the previous KEK nothing opens
+    assert Kek(old).id.hex() in capsys.readouterr().err
+
+    previous = {"BRIDGE_KEK_PREVIOUS": kek_text(old)}
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in previous.items():
+            env.setenv(name, value)
+        assert cli.main(args) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("Resealed 4 of 4 key blob(s)")  # manifest, keyring, RS256, ES256
+    assert kek_text(old) not in said
+    assert kek_text(new) not in said
+    assert cli.main(["keys", "list", "--config", str(folder)]) == 0  # the new KEK alone

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bridge.keys.files import KeyStoreError
 
-__all__ = ["KEK_BYTES", "Kek", "SealedVault", "Vault", "VaultWriter"]
+__all__ = ["KEK_BYTES", "Kek", "SealedVault", "Vault", "VaultWriter", "sealed_with"]
 
 #: A KEK is 32 random bytes (AES-256), given base64-encoded.
 KEK_BYTES: Final = 32
@@ -102,15 +102,10 @@ class Kek:
         return _FORMAT + self.id + nonce + self._aead.encrypt(nonce, plain, _aad(name))
 
     def open(self, name: str, sealed: bytes, where: str) -> bytes:
-        if len(sealed) < _HEADER or sealed[:1] != _FORMAT:
-            raise KeyStoreError(f"{where}/{name}: not a blob sealed by this bridge")
-        kek_id = sealed[1 : 1 + _ID_BYTES]
-        if kek_id != self.id:
-            raise KeyStoreError(
-                f"{where}/{name}: sealed with key-encryption key {kek_id.hex()}, but the "
-                f"configured one is {self.id.hex()} (BRIDGE_KEK or kek_file is not the "
-                "key the keys were stored with)"
-            )
+        """The blob ``name`` sealed with this KEK; :class:`KeyStoreError` if it is another's."""
+        return _open(name, sealed, where, {self.id: self})
+
+    def _decrypt(self, name: str, sealed: bytes, where: str) -> bytes:
         nonce = sealed[1 + _ID_BYTES : _HEADER]
         try:
             return self._aead.decrypt(nonce, sealed[_HEADER:], _aad(name))
@@ -118,22 +113,44 @@ class Kek:
             raise KeyStoreError(f"{where}/{name}: the sealed blob was altered") from exc
 
 
+def sealed_with(sealed: bytes) -> bytes | None:
+    """The id of the KEK that sealed ``sealed``, or None if it is no sealed blob."""
+    if len(sealed) < _HEADER or sealed[:1] != _FORMAT:
+        return None
+    return sealed[1 : 1 + _ID_BYTES]
+
+
+def _open(name: str, sealed: bytes, where: str, keks: dict[bytes, Kek]) -> bytes:
+    kek_id = sealed_with(sealed)
+    if kek_id is None:
+        raise KeyStoreError(f"{where}/{name}: not a blob sealed by this bridge")
+    kek = keks.get(kek_id)
+    if kek is None:
+        configured = ", ".join(k.hex() for k in keks)
+        raise KeyStoreError(
+            f"{where}/{name}: sealed with key-encryption key {kek_id.hex()}, but the "
+            f"configured one is {configured} (BRIDGE_KEK or kek_file is not the key the "
+            "keys were stored with)"
+        )
+    return kek._decrypt(name, sealed, where)
+
+
 def _aad(name: str) -> bytes:
     return b"imis-bridge vault\x00" + name.encode("utf-8")
 
 
 class _SealedWriter:
-    __slots__ = ("_inner", "_kek", "_where")
+    __slots__ = ("_inner", "_vault")
 
-    def __init__(self, inner: VaultWriter, kek: Kek, where: str) -> None:
-        self._inner, self._kek, self._where = inner, kek, where
+    def __init__(self, inner: VaultWriter, vault: SealedVault) -> None:
+        self._inner, self._vault = inner, vault
 
     def read(self, name: str) -> bytes | None:
         sealed = self._inner.read(name)
-        return None if sealed is None else self._kek.open(name, sealed, self._where)
+        return None if sealed is None else self._vault.open(name, sealed)
 
     def write(self, name: str, data: bytes) -> None:
-        self._inner.write(name, self._kek.seal(name, data))
+        self._inner.write(name, self._vault.kek.seal(name, data))
 
     def delete(self, name: str) -> None:
         self._inner.delete(name)
@@ -143,13 +160,21 @@ class _SealedWriter:
 
 
 class SealedVault:
-    """``inner`` with every blob encrypted by ``kek`` (AES-256-GCM, bound to its name)."""
+    """``inner`` with every blob encrypted by ``kek`` (AES-256-GCM, bound to its name).
 
-    def __init__(self, inner: Vault, kek: Kek) -> None:
+    ``previous`` KEKs still open what they sealed (while :meth:`reseal` moves every
+    blob to ``kek``); only ``kek`` seals.
+    """
+
+    def __init__(self, inner: Vault, kek: Kek, previous: Iterable[Kek] = ()) -> None:
         self.inner = inner
         self.kek = kek
+        self._keks = {k.id: k for k in (*previous, kek)}
         self.where = inner.where
         self.cheap_stamp = inner.cheap_stamp
+
+    def open(self, name: str, sealed: bytes) -> bytes:
+        return _open(name, sealed, self.where, self._keks)
 
     def prepare(self) -> None:
         self.inner.prepare()
@@ -157,11 +182,26 @@ class SealedVault:
     @contextmanager
     def locked(self) -> Iterator[VaultWriter]:
         with self.inner.locked() as writer:
-            yield _SealedWriter(writer, self.kek, self.where)
+            yield _SealedWriter(writer, self)
 
     def load(self) -> tuple[Hashable, dict[str, bytes]]:
         stamp, sealed = self.inner.load()
-        return stamp, {n: self.kek.open(n, blob, self.where) for n, blob in sealed.items()}
+        return stamp, {n: self.open(n, blob) for n, blob in sealed.items()}
+
+    def reseal(self) -> tuple[int, int]:
+        """Seal with ``kek`` every blob another KEK sealed: ``(resealed, blobs)``.
+
+        One transaction under the vault's lock; a second run reseals nothing.
+        """
+        with self.inner.locked() as writer:
+            names = writer.names()
+            stale = [n for n in names if sealed_with(writer.read(n) or b"") != self.kek.id]
+            sealed = _SealedWriter(writer, self)
+            for name in stale:
+                plain = sealed.read(name)
+                if plain is not None:
+                    sealed.write(name, plain)
+        return len(stale), len(names)
 
     def stamp(self) -> Hashable:
         return self.inner.stamp()
