@@ -140,6 +140,17 @@ def progress(message: str) -> None:
 # --- the driver (its own process) -----------------------------------------------------------
 
 
+def _code_exchange(code: str, verifier: str) -> bytes:
+    """The form of a code redemption at /token (the client authenticates apart)."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier,
+    }
+    return urlencode(form).encode()
+
+
 @dataclass
 class Tally:
     """What one kind of unit got."""
@@ -290,14 +301,7 @@ class Browser:
         code = got.get("code", [""])[0]
         if not location.startswith(REDIRECT_URI) or not code or got.get("state") != [state]:
             self.d.wrong("S2", f"authorize sent to {location[:200]}")
-        body = urlencode(
-            {
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": REDIRECT_URI,
-                "code_verifier": verifier,
-            }
-        ).encode()
+        body = _code_exchange(code, verifier)
         reply = await self.send(b"POST", "/token", self.auth + load.FORM, body)
         self.d.check("S2", "token", reply, (200,))
         tokens = json.loads(reply.body)
@@ -398,15 +402,7 @@ class Browser:
             self.spent = None
             if self.access_grant == code:
                 self.access = None  # a replay revokes what the code gave (SECURITY B2)
-            body = urlencode(
-                {
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": REDIRECT_URI,
-                    "code_verifier": verifier,
-                }
-            ).encode()
-            reply = await self.send(b"POST", "/token", form, body)
+            reply = await self.send(b"POST", "/token", form, _code_exchange(code, verifier))
             self.d.check(kind, "token", reply, (400,))
         elif what == "unregistered redirect_uri":
             query = urlencode(

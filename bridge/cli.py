@@ -1036,26 +1036,23 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="action", required=True)
-    p = keys.add_parser("list", help="list signing keys and their state")
-    _with_config(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_keys)
-    migrate_help = (
-        "copy the keys of keys_dir into the database, sealed with the key-encryption "
-        'key (BRIDGE_KEK or kek_file); then set key_store = "database"'
-    )
-    p = keys.add_parser("migrate", help=migrate_help, description=migrate_help)
-    _with_config(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_keys)
-    reseal_help = (
-        "seal the keys in the database with the KEK (BRIDGE_KEK) that the previous one "
-        "(BRIDGE_KEK_PREVIOUS) sealed: the second step of changing the KEK"
-    )
-    p = keys.add_parser("reseal", help=reseal_help, description=reseal_help)
-    _with_config(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=cmd_keys)
+    for action, keys_help in (
+        ("list", "list signing keys and their state"),
+        (
+            "migrate",
+            "copy the keys of keys_dir into the database, sealed with the key-encryption "
+            'key (BRIDGE_KEK or kek_file); then set key_store = "database"',
+        ),
+        (
+            "reseal",
+            "seal the keys in the database with the KEK (BRIDGE_KEK) that the previous "
+            "one (BRIDGE_KEK_PREVIOUS) sealed: the second step of changing the KEK",
+        ),
+    ):
+        p = keys.add_parser(action, help=keys_help, description=keys_help)
+        _with_config(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=cmd_keys)
     p = keys.add_parser("rotate", help="publish a new key, then (next run) sign with it")
     _with_config(p)
     p.add_argument(
