@@ -51,7 +51,14 @@ from bridge import cli
 from bridge.demo.simulator import create_simulator
 from bridge.settings import Settings, load_settings
 from tests.oauth.rp import Authorization, Rp, query_of
-from tests.support.bridge import Harness, hidden_fields, sign_in, write_config
+from tests.support.bridge import (
+    Harness,
+    helpdesk_registration,
+    hidden_fields,
+    portal_registration,
+    sign_in,
+    write_config,
+)
 from tests.support.leaks import add_log_file, register, register_token
 from tests.support.nginx import NginxPorts, NginxProcess, nginx_binary, nginx_process, render_config
 from tests.support.process import BridgeProcess, bridge_process, child_env
@@ -73,20 +80,10 @@ PORTAL_SECRET = "cluster-portal-secret-0123456789abcdef"
 ZENDESK_SECRET = "cluster-zendesk-shared-secret-0123456789"
 CALLBACK = "https://portal.example.org/callback"
 REGISTRATIONS = {
-    "portal": f"""
-        name = "Member Portal"
-        profile = "oidc"
-        client_id = "portal"
-        client_secret = "{PORTAL_SECRET}"
-        redirect_uris = ["{CALLBACK}"]
-        scopes = ["openid", "profile", "email", "phone", "offline_access"]
-    """,
-    "helpdesk": f"""
-        name = "Contoso Helpdesk"
-        profile = "zendesk"
-        subdomain = "contoso"
-        shared_secret = "{ZENDESK_SECRET}"
-    """,
+    "portal": portal_registration(
+        PORTAL_SECRET, CALLBACK, ("openid", "profile", "email", "phone", "offline_access")
+    ),
+    "helpdesk": helpdesk_registration(ZENDESK_SECRET),
 }
 #: After 3 failures of one (username, address), the next attempt waits 30 s:
 #: longer than the throttling test, so the 429 is certain when it comes.

@@ -33,7 +33,7 @@ from bridge.demo.simulator import create_simulator
 from bridge.settings import load_settings
 from bridge.storage import Database
 from tests.oauth.rp import Authorization, Rp, http_client, new_browser
-from tests.support.bridge import Harness, hidden_fields, write_config
+from tests.support.bridge import Harness, hidden_fields, portal_registration, write_config
 from tests.support.leaks import register
 from tests.support.postgres import PrivatePostgres, private_postgres, unavailable_reason
 from tests.support.process import BridgeProcess, bridge_process
@@ -43,16 +43,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = "outage-portal-secret-0123456789abcdef"
 CALLBACK = "https://portal.example.org/callback"
-REGISTRATIONS = {
-    "portal": f"""
-        name = "Member Portal"
-        profile = "oidc"
-        client_id = "portal"
-        client_secret = "{SECRET}"
-        redirect_uris = ["{CALLBACK}"]
-        scopes = ["openid", "profile", "email", "offline_access"]
-    """,
-}
+REGISTRATIONS = {"portal": portal_registration(SECRET, CALLBACK)}
 #: The longest the bridge may take to see the database again after it restarted.
 RECOVERY = 20.0
 

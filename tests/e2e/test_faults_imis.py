@@ -38,7 +38,13 @@ from bridge.demo.simulator import create_simulator
 from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
 from tests.oauth.rp import Rp, http_client, new_browser
-from tests.support.bridge import Harness, hidden_fields, write_config
+from tests.support.bridge import (
+    Harness,
+    helpdesk_registration,
+    hidden_fields,
+    portal_registration,
+    write_config,
+)
 from tests.support.leaks import register
 from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
@@ -50,20 +56,8 @@ PORTAL_SECRET = "faults-portal-secret-0123456789abcdef"
 DESK_SECRET = "faults-desk-shared-secret-0123456789abcdef"
 CALLBACK = "https://portal.example.org/callback"
 REGISTRATIONS = {
-    "portal": f"""
-        name = "Member Portal"
-        profile = "oidc"
-        client_id = "portal"
-        client_secret = "{PORTAL_SECRET}"
-        redirect_uris = ["{CALLBACK}"]
-        scopes = ["openid", "profile", "email"]
-    """,
-    "helpdesk": f"""
-        name = "Contoso Helpdesk"
-        profile = "zendesk"
-        subdomain = "contoso"
-        shared_secret = "{DESK_SECRET}"
-    """,
+    "portal": portal_registration(PORTAL_SECRET, CALLBACK, ("openid", "profile", "email")),
+    "helpdesk": helpdesk_registration(DESK_SECRET),
 }
 #: Fail fast: one attempt per read, a 1 s budget per call to iMIS.
 IMIS = "[imis]\ntimeout = 1\nconnect_timeout = 1\nretries = 0\n"

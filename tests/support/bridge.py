@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,32 @@ class Harness:
     @property
     def services(self) -> Any:
         return self.app.state.services
+
+
+def portal_registration(
+    secret: str,
+    callback: str = "https://portal.example.org/callback",
+    scopes: Sequence[str] = ("openid", "profile", "email", "offline_access"),
+) -> str:
+    """The registration file of the member portal (OIDC, client_id ``portal``)."""
+    return f"""
+        name = "Member Portal"
+        profile = "oidc"
+        client_id = "portal"
+        client_secret = "{secret}"
+        redirect_uris = ["{callback}"]
+        scopes = {json.dumps(list(scopes))}
+    """
+
+
+def helpdesk_registration(secret: str, subdomain: str = "contoso") -> str:
+    """The registration file of a Zendesk help desk (slug usually ``helpdesk``)."""
+    return f"""
+        name = "Contoso Helpdesk"
+        profile = "zendesk"
+        subdomain = "{subdomain}"
+        shared_secret = "{secret}"
+    """
 
 
 def write_config(
