@@ -449,3 +449,13 @@ def test_keys_reseal_from_the_command_line(
     assert kek_text(old) not in said
     assert kek_text(new) not in said
     assert cli.main(["keys", "list", "--config", str(folder)]) == 0  # the new KEK alone
+
+
+def test_a_process_silent_for_a_day_is_forgotten(vault_db: Database) -> None:
+    """D8: crashed processes never sign off, and their rows do not pile up."""
+    vault = DatabaseVault(vault_db)
+    now = datetime.now(UTC)
+    vault.acknowledge("crashed-long-ago", ["kid"], now - timedelta(days=2))
+    vault.acknowledge("crashed-lately", ["kid"], now - timedelta(hours=1))
+    vault.acknowledge("alive", ["kid"], now)
+    assert set(vault.peers(now - timedelta(days=30))) == {"crashed-lately", "alive"}

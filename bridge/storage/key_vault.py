@@ -29,6 +29,8 @@ __all__ = ["DatabaseVault"]
 
 #: The one row of ``key_vault_state``.
 _STATE_ID: Final = 1
+#: A process silent this long is forgotten (it crashed without signing off).
+_FORGET_SILENT_SECONDS: Final = 24 * 3600
 
 
 class _Writer:
@@ -132,9 +134,13 @@ class DatabaseVault:
         return s.exec(query).first() or 0
 
     def acknowledge(self, instance: str, kids: Iterable[str], now: datetime) -> None:
+        """Record ``instance``'s kids; rows of processes silent for a day (crashed, never
+        signed off) go at the same time, so the table holds only recent processes."""
         listed = " ".join(sorted(kids))
         at = int(now.timestamp())
+        stale = col(KeyVaultPeerRow.seen_at) < at - _FORGET_SILENT_SECONDS
         with self.db.session() as s:
+            s.exec(delete_rows(KeyVaultPeerRow).where(stale))
             row = s.get(KeyVaultPeerRow, instance)
             if row is None:
                 s.add(KeyVaultPeerRow(instance=instance, kids=listed, seen_at=at))
