@@ -268,10 +268,22 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+#: Set in the scope of a request to an OAuth 2 client endpoint (token, revocation,
+#: introspection, userinfo): its "try again later" is then OAuth JSON, as every other
+#: answer there is (RFC 6749 §5.2, RFC 6750 §3), whatever media type it asked for.
+OAUTH_CLIENT_ENDPOINT = "bridge.oauth_client_endpoint"
+
+
 def error_response(request: Request, exc: BridgeError) -> Response:
     headers: dict[str, str] = {"cache-control": "no-store"}
     if isinstance(exc, RetryLater):
         headers["retry-after"] = str(exc.retry_after)
+        if request.scope.get(OAUTH_CLIENT_ENDPOINT):
+            return JSONResponse(
+                {"error": "temporarily_unavailable", "error_description": exc.message},
+                status_code=exc.status_code,
+                headers={**headers, "pragma": "no-cache"},
+            )
     if wants_json(request):
         return JSONResponse(
             {"error": exc.title, "message": exc.message},

@@ -23,11 +23,11 @@ from starlette.routing import Route
 from bridge import cors, csrf, sessions, stats
 from bridge.access import check_access, identity_for
 from bridge.claims import claims_for
-from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound, RetryLater
+from bridge.errors import BadRequest, BridgeError, Forbidden, NotFound
 from bridge.identity import Identity
 from bridge.keys import InvalidToken
 from bridge.logs import note_registration
-from bridge.middleware import page_csp
+from bridge.middleware import OAUTH_CLIENT_ENDPOINT, page_csp
 from bridge.oauth.authorize import (
     AuthorizationRequest,
     RedirectError,
@@ -47,8 +47,6 @@ from bridge.web import FormError, is_form, read_pairs, registration_of_client, s
 from bridge.web import registration as registration_named
 
 log = logging.getLogger("bridge.oidc")
-#: Where the error handler logs the 5xx answers (see :func:`_json_when_unavailable`).
-http_log = logging.getLogger("bridge.http")
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
@@ -314,25 +312,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def _json_when_unavailable(handler: Endpoint) -> Endpoint:
     """A client endpoint whose 503 (the database cannot answer) is JSON, as its every
-    other answer is (RFC 6749 §5.2, RFC 6750 §3): a client asks for no media type, and
-    would otherwise get the page a browser gets."""
+    other answer is: a client asks for no media type, and would otherwise get the page
+    a browser gets (the error handler answers; see :data:`OAUTH_CLIENT_ENDPOINT`)."""
 
     async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except RetryLater as exc:
-            http_log.warning(
-                "%s %s -> %d: %s",
-                request.method,
-                request.url.path,
-                exc.status_code,
-                exc.detail or exc.message,
-            )
-            return JSONResponse(
-                {"error": "temporarily_unavailable", "error_description": exc.message},
-                status_code=exc.status_code,
-                headers={**NO_STORE, "retry-after": str(exc.retry_after)},
-            )
+        request.scope[OAUTH_CLIENT_ENDPOINT] = True
+        return await handler(request)
 
     return endpoint
 
