@@ -18,11 +18,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from bridge.storage.base import delete_rows, update_rows
-from bridge.storage.db import Database
+from bridge.storage.base import StoreBase, delete_rows, update_rows
 from bridge.storage.models import KeyVaultPeerRow, KeyVaultRow, KeyVaultStateRow
 
 __all__ = ["DatabaseVault"]
@@ -67,7 +65,7 @@ class _Writer:
         )
 
 
-class DatabaseVault:
+class DatabaseVault(StoreBase):
     """Key material in the bridge's database (``key_store = "database"``).
 
     Reading the stamp is one primary-key read: housekeeping polls it (see
@@ -76,9 +74,6 @@ class DatabaseVault:
 
     where = "database"
     cheap_stamp = False
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
 
     def prepare(self) -> None:
         """The tables come with the schema (``bridge db upgrade``); nothing to create."""
@@ -97,24 +92,17 @@ class DatabaseVault:
                 )
 
     def _lock(self, s: Session) -> None:
-        """The state row's lock (PostgreSQL; SQLite's write transaction is the lock),
-        creating the row if a database lacks it."""
-        if self.db.backend == "postgresql":
-            s.exec(  # type: ignore[call-overload]
-                text(
-                    "INSERT INTO key_vault_state (id, generation) VALUES (:id, 0) "
-                    "ON CONFLICT (id) DO NOTHING"
-                ),
-                params={"id": _STATE_ID},
-            )
-            s.exec(
-                select(col(KeyVaultStateRow.generation))
-                .where(col(KeyVaultStateRow.id) == _STATE_ID)
-                .with_for_update()
-            ).first()
-        elif s.get(KeyVaultStateRow, _STATE_ID) is None:
-            s.add(KeyVaultStateRow(id=_STATE_ID, generation=0))
-            s.flush()
+        """The state row's lock (PostgreSQL; SQLite's write transaction is the lock, and
+        it has no FOR UPDATE), creating the row if a database lacks it."""
+        row = col(KeyVaultStateRow.id)
+        s.exec(
+            self._insert(KeyVaultStateRow)
+            .values(id=_STATE_ID, generation=0)
+            .on_conflict_do_nothing(index_elements=[row])
+        )
+        s.exec(
+            select(col(KeyVaultStateRow.generation)).where(row == _STATE_ID).with_for_update()
+        ).first()
 
     def load(self) -> tuple[Hashable, dict[str, bytes]]:
         with self.db.session(write=False) as s:
@@ -139,13 +127,17 @@ class DatabaseVault:
         listed = " ".join(sorted(kids))
         at = int(now.timestamp())
         stale = col(KeyVaultPeerRow.seen_at) < at - _FORGET_SILENT_SECONDS
+        upsert = (
+            self._insert(KeyVaultPeerRow)
+            .values(instance=instance, kids=listed, seen_at=at)
+            .on_conflict_do_update(
+                index_elements=[col(KeyVaultPeerRow.instance)],
+                set_={"kids": listed, "seen_at": at},
+            )
+        )
         with self.db.session() as s:
             s.exec(delete_rows(KeyVaultPeerRow).where(stale))
-            row = s.get(KeyVaultPeerRow, instance)
-            if row is None:
-                s.add(KeyVaultPeerRow(instance=instance, kids=listed, seen_at=at))
-            else:
-                row.kids, row.seen_at = listed, at
+            s.exec(upsert)
 
     def peers(self, since: datetime) -> dict[str, frozenset[str]]:
         query = select(KeyVaultPeerRow).where(
