@@ -193,15 +193,15 @@ class SealedVault:
 
         One transaction under the vault's lock; a second run reseals nothing.
         """
+        resealed = 0
         with self.inner.locked() as writer:
             names = writer.names()
-            stale = [n for n in names if sealed_with(writer.read(n) or b"") != self.kek.id]
-            sealed = _SealedWriter(writer, self)
-            for name in stale:
-                plain = sealed.read(name)
-                if plain is not None:
-                    sealed.write(name, plain)
-        return len(stale), len(names)
+            for name in names:
+                blob = writer.read(name)
+                if blob is not None and sealed_with(blob) != self.kek.id:
+                    writer.write(name, self.kek.seal(name, self.open(name, blob)))
+                    resealed += 1
+        return resealed, len(names)
 
     def stamp(self) -> Hashable:
         return self.inner.stamp()
