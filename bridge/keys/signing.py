@@ -680,8 +680,12 @@ class KeyStore:
 
     def published_kids(self) -> frozenset[str]:
         """The kids in the JWKS now (what :meth:`acknowledge` records)."""
+        return frozenset(k.info.kid for k in self._published_keys())
+
+    def _published_keys(self) -> list[_Key]:
+        """The keys in the JWKS now: next, current, and retired but not yet expired."""
         now = self._clock()
-        return frozenset(k.info.kid for k in self._state.keys.values() if k.info.published(now))
+        return [k for k in self._state.keys.values() if k.info.published(now)]
 
     def forget(self, instance: str) -> None:
         """This serving process stops: it no longer holds back a rotation."""
@@ -699,8 +703,7 @@ class KeyStore:
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public JWKS: next, current and retired-but-unexpired keys; no private member."""
-        now = self._clock()
-        return {"keys": [dict(k.jwk) for k in self._state.keys.values() if k.info.published(now)]}
+        return {"keys": [dict(k.jwk) for k in self._published_keys()]}
 
     def signing_key(self, alg: str = "RS256") -> tuple[str, PrivateKey]:
         """The kid and private key that sign new ``alg`` tokens (for Authlib's jwt config)."""
