@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,12 +283,16 @@ class Database:
         waits for one, and none is opened and closed again beyond the pool (a new
         PostgreSQL connection costs a server process; the overflow is left for a
         thread that needs a second one).
+        A cancelled caller (the shutdown cancels the scheduled work) goes on only
+        once a thread's work ended: a thread cannot be stopped, and work left
+        running would overtake what the caller does next, such as disposing of the
+        pool its connection goes back to.
         Outages, however ``fn`` reached the database, raise :class:`DatabaseUnavailable`.
         """
         with translate_unavailable():
             if self.backend == "sqlite":
                 return fn(*args)
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter())
+            return await _finished(anyio.to_thread.run_sync(fn, *args, limiter=self._limiter()))
 
     def _limiter(self) -> anyio.CapacityLimiter:
         # A limiter belongs to the event loop it was made in (tests run several loops).
@@ -365,6 +369,23 @@ class Database:
             connection.close()
         self._own = threading.local()
         self._engine.dispose()
+
+
+async def _finished(work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``; if the caller is cancelled meanwhile, wait for ``work`` to end
+    before the cancellation goes on (a second cancellation stops the wait)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_outcome_seen)  # moot for a cancelled caller
+        await asyncio.wait((task,))
+        raise
+
+
+def _outcome_seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 # --- engines -----------------------------------------------------------------

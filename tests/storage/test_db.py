@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -376,3 +377,28 @@ async def test_postgresql_runs_at_most_pool_size_threads_at_once(db: Database) -
     finally:
         small.dispose()
     assert most == 2
+
+
+@pytest.mark.anyio
+async def test_cancelled_work_ends_before_its_caller_goes_on(db: Database) -> None:
+    """A caller cancelled while its work runs in a thread goes on only once the work
+    ended. The shutdown cancels a scheduled purge and then disposes of the pool: a
+    purge abandoned in its thread gave its connection back to a pool already gone,
+    and psycopg found it deleted while still open (a CI run failed on it)."""
+    if db.backend != "postgresql":
+        pytest.skip("SQLite runs inline: there is no thread to abandon")
+    started, ended = threading.Event(), threading.Event()
+
+    def work() -> None:
+        with db.engine.connect() as connection:
+            started.set()
+            connection.execute(text("SELECT pg_sleep(0.3)"))
+        ended.set()
+
+    caller = asyncio.ensure_future(db.run(work))
+    assert await anyio.to_thread.run_sync(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()
+    assert db.engine.pool.checkedout() == 0
