@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 
 from bridge import cli
 from bridge.demo.simulator import create_simulator
+from bridge.keys import PEER_SILENCE_SECONDS
 from bridge.settings import Settings, load_settings
 from tests.oauth.rp import Authorization, Rp, query_of
 from tests.support.bridge import (
@@ -710,8 +711,11 @@ def test_g4_c3_a_key_rotation_at_one_instance_fails_no_token_at_either(cluster: 
         assert not (cluster.config / "keys").exists()  # the keys are in the database only
         time.sleep(1.5)  # a publish lead of 1 s: the RP's cached JWKS is older than the key
         # The second step promotes once the lead is over and both instances have
-        # acknowledged the key (each polls the database every second).
-        deadline = time.monotonic() + 10
+        # acknowledged the key (each polls the database every second). A process heard
+        # from in the last PEER_SILENCE_SECONDS counts too: the A that the restart test
+        # killed (it never signed off) holds the promotion until that much time passed
+        # since it last acknowledged, however soon this test runs after that one.
+        deadline = time.monotonic() + PEER_SILENCE_SECONDS + 10
         while not (promoted := KEYS.rotate(cluster.config, "--publish-lead", "1"))["promoted"]:
             assert promoted["waiting_for"], promoted
             assert time.monotonic() < deadline, promoted
