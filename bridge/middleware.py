@@ -272,6 +272,14 @@ def wants_json(request: Request) -> bool:
 #: introspection, userinfo): its "try again later" is then OAuth JSON, as every other
 #: answer there is (RFC 6749 §5.2, RFC 6750 §3), whatever media type it asked for.
 OAUTH_CLIENT_ENDPOINT = "bridge.oauth_client_endpoint"
+#: CORS of that "try again later" for a page script: which origins may read an
+#: endpoint's answers is in a registration, and the database that holds it cannot
+#: answer. The body holds nothing of anyone's (no credentials are allowed), so any
+#: origin may read it; without this a page script saw a network error, not a 503.
+UNAVAILABLE_CORS = {
+    "access-control-allow-origin": "*",
+    "access-control-expose-headers": "Retry-After",
+}
 
 
 def error_response(request: Request, exc: BridgeError) -> Response:
@@ -279,10 +287,13 @@ def error_response(request: Request, exc: BridgeError) -> Response:
     if isinstance(exc, RetryLater):
         headers["retry-after"] = str(exc.retry_after)
         if request.scope.get(OAUTH_CLIENT_ENDPOINT):
+            headers["pragma"] = "no-cache"
+            if "origin" in request.headers:
+                headers.update(UNAVAILABLE_CORS)
             return JSONResponse(
                 {"error": "temporarily_unavailable", "error_description": exc.message},
                 status_code=exc.status_code,
-                headers={**headers, "pragma": "no-cache"},
+                headers=headers,
             )
     if wants_json(request):
         return JSONResponse(

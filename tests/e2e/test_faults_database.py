@@ -23,21 +23,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bridge.demo.simulator import create_simulator
-from bridge.settings import load_settings
-from bridge.storage import Database
 from tests.oauth.rp import Authorization, Rp, http_client, new_browser
-from tests.support.bridge import Harness, hidden_fields, portal_registration, write_config
+from tests.support.bridge import Harness, hidden_fields, portal_registration
 from tests.support.leaks import register
-from tests.support.postgres import PrivatePostgres, private_postgres, unavailable_reason
-from tests.support.process import BridgeProcess, bridge_process
-from tests.support.servers import free_port, serve
+from tests.support.outage import Outage, bridge_on_private_postgres
+from tests.support.process import BridgeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -48,44 +42,11 @@ REGISTRATIONS = {"portal": portal_registration(SECRET, CALLBACK)}
 RECOVERY = 20.0
 
 
-@dataclass
-class Outage:
-    cluster: PrivatePostgres
-    bridge: Harness
-    process: BridgeProcess
-
-
 @pytest.fixture(scope="module")
 def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"needs a private PostgreSQL cluster: {reason}")
-    tmp: Path = tmp_path_factory.mktemp("faults-database")
-    with private_postgres() as cluster, serve(create_simulator()) as imis_url:
-        with Database(cluster.url) as database:
-            database.upgrade()
-        port = free_port()
-        config = write_config(
-            tmp / "config",
-            issuer=f"http://127.0.0.1:{port}",
-            database_url=cluster.url,
-            imis_url=imis_url,
-            registrations=REGISTRATIONS,
-        )
-        args = ("serve", "--config", str(config), "--port", str(port))
-        with bridge_process(tmp, port, *args) as process:
-            bridge = Harness(
-                url=f"http://127.0.0.1:{port}",
-                imis_url=imis_url,
-                config_dir=config,
-                settings=load_settings(config, env={}),
-                app=None,
-            )
-            try:
-                yield Outage(cluster, bridge, process)
-            finally:
-                if not cluster.is_running():
-                    cluster.start()  # so the bridge stops cleanly (it writes its counts)
+    tmp = tmp_path_factory.mktemp("faults-database")
+    with bridge_on_private_postgres(tmp, REGISTRATIONS) as outage:
+        yield outage
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +135,22 @@ def test_g2_database_stopped_is_a_503_everywhere_then_heals_without_a_restart(
             assert_unavailable(rp.redeem(pending), json=True)
             assert_unavailable(rp.refresh(earlier["refresh_token"]), json=True)
             assert_unavailable(rp.userinfo(earlier["access_token"]), json=True)
+            # A page script on another origin may read that 503: the registration that
+            # lists the origins allowed to is in the database.
+            scripted = http.post(
+                f"{bridge.url}/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": "x",
+                    "redirect_uri": CALLBACK,
+                    "client_id": "portal",
+                    "client_secret": SECRET,
+                },
+                headers={"origin": "https://app.example.org"},
+            )
+            assert_unavailable(scripted, json=True)
+            assert scripted.headers["access-control-allow-origin"] == "*"
+            assert scripted.headers["access-control-expose-headers"] == "Retry-After"
             # A client that asks for JSON gets JSON from a page's route too.
             asked = http.get(rp.authorize_url(params), headers={"accept": "application/json"})
             assert_unavailable(asked, json=True)

@@ -247,11 +247,14 @@ _CALL = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <script>
 const issuer = ISSUER;
 const token = new URLSearchParams(location.search).get("token");
+const later = (r) => r.status === 503 ? ` (retry after ${r.headers.get("Retry-After")} s)` : "";
 fetch(issuer + "/userinfo", {headers: {Authorization: "Bearer " + token}})
-  .then((r) => r.json()).then((c) => "read: " + c.name, (e) => "blocked: " + e)
+  .then((r) => r.json().then((c) => "read: " + (c.name ?? c.error) + later(r)),
+        (e) => "blocked: " + e)
   .then((t) => { document.getElementById("userinfo").textContent = t; });
 fetch(issuer + "/token", {method: "POST", body: new URLSearchParams({
-    grant_type: "refresh_token", refresh_token: "x", client_id: "%s"})})
-  .then((r) => r.json()).then((b) => "read: " + b.error, (e) => "blocked: " + e)
+    grant_type: "authorization_code", code: "x", client_id: "%s",
+    redirect_uri: location.origin + "/spa/", code_verifier: "x".repeat(43)})})
+  .then((r) => r.json().then((b) => "read: " + b.error + later(r)), (e) => "blocked: " + e)
   .then((t) => { document.getElementById("token").textContent = t; });
 </script></body></html>""".replace("%s", SPA_CLIENT_ID)
