@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 from bridge.app import create_app
 from bridge.demo.client import create_demo_client
@@ -37,13 +37,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         serve(create_demo_client(bridge, client, settings.ui), port=client_port),
     ):
         yield bridge, client
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def test_demo_client_signs_in_and_out_across_origins(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page
+from playwright.sync_api import ConsoleMessage, Page
 
 from bridge.app import create_app
 from bridge.demo.run import DEMO_FORUM_SLUG, demo_app, write_demo_config
@@ -63,13 +63,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             actor="test",
         )
         yield Demo(url=url)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def sign_in(page: Page, username: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.support.leaks import register
 from tests.support.outage import Outage, bridge_on_private_postgres
@@ -40,13 +40,6 @@ def app_and_outage(
         running_relying_party(outage.bridge.url, rp),
     ):
         yield rp, outage
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    yield context.new_page()
-    context.close()
 
 
 def test_g2_a_page_script_on_another_origin_reads_the_503_while_the_database_is_down(
