@@ -43,7 +43,7 @@ def app_and_outage(
 
 
 def test_g2_a_page_script_on_another_origin_reads_the_503_while_the_database_is_down(
-    app_and_outage: tuple[RelyingParty, Outage], page: Page
+    app_and_outage: tuple[RelyingParty, Outage], page: Page, screenshots: Path
 ) -> None:
     rp, outage = app_and_outage
     register("password1")
@@ -68,5 +68,6 @@ def test_g2_a_page_script_on_another_origin_reads_the_503_while_the_database_is_
         # userinfo sends a bearer token, so it needs a preflight, which the browser kept
         # from the call before the outage (a preflight is good for 10 minutes).
         expect(page.locator("#userinfo")).to_have_text(unavailable, timeout=LANDING_MS)
+        page.screenshot(path=screenshots / "outage-page-script.png")
     finally:
         outage.cluster.start()
