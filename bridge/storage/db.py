@@ -15,20 +15,20 @@ data and token hashes), and SQLite gives its -wal and -shm files the same mode.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, TypeVarTuple
 
-import anyio
-import anyio.to_thread
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, event, exc
@@ -141,7 +141,9 @@ class Database:
     ) -> None:
         self.url = make_url(url)
         self._pool_capacity = pool_size
-        self._threads: tuple[asyncio.AbstractEventLoop, anyio.CapacityLimiter] | None = None
+        # PostgreSQL: the threads that run() hands database work to (made on first use).
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_lock = threading.Lock()
         # SQLite: each thread's own driver connection for prepared statements (see
         # connect), and all of them, to close on dispose.
         self._own = threading.local()
@@ -284,22 +286,37 @@ class Database:
         PostgreSQL connection costs a server process; the overflow is left for a
         thread that needs a second one).
         A cancelled caller (the shutdown cancels the scheduled work) goes on only
-        once a thread's work ended: a thread cannot be stopped, and work left
-        running would overtake what the caller does next, such as disposing of the
-        pool its connection goes back to.
+        once its work ended, or knowing it never starts: a thread cannot be
+        stopped, and work left running would overtake what the caller does next,
+        such as disposing of the pool its connection goes back to.
         Outages, however ``fn`` reached the database, raise :class:`DatabaseUnavailable`.
         """
         with translate_unavailable():
             if self.backend == "sqlite":
                 return fn(*args)
-            return await _finished(anyio.to_thread.run_sync(fn, *args, limiter=self._limiter()))
+            context = contextvars.copy_context()  # the request's, e.g. its log fields
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        # A limiter belongs to the event loop it was made in (tests run several loops).
-        loop = asyncio.get_running_loop()
-        if self._threads is None or self._threads[0] is not loop:
-            self._threads = (loop, anyio.CapacityLimiter(self._pool_capacity))
-        return self._threads[1]
+            def call() -> T:
+                return context.run(fn, *args)
+
+            job = self._threads().submit(call)
+            try:
+                return await asyncio.wrap_future(job)
+            except asyncio.CancelledError:
+                if not job.cancel():  # False: under way (or done), it cannot be stopped
+                    await _ended(job)
+                raise
+
+    def _threads(self) -> ThreadPoolExecutor:
+        workers = self._workers
+        if workers is None:
+            with self._workers_lock:
+                if self._workers is None:
+                    self._workers = ThreadPoolExecutor(
+                        self._pool_capacity, thread_name_prefix="bridge-db"
+                    )
+                workers = self._workers
+        return workers
 
     def ping(self) -> bool:
         """Whether the database answers a trivial query now (for ``/readyz``)."""
@@ -362,7 +379,13 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection (checked-out ones close when returned) and the
-        threads' own SQLite connections."""
+        threads' own SQLite connections. Work that :meth:`run` handed to a thread
+        ends first, so that its connection is back in the pool before the pool closes
+        (database work never waits for the event loop, so this cannot deadlock)."""
+        with self._workers_lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=True)
         with self._owned_lock:
             owned, self._owned = self._owned, []
         for connection in owned:
@@ -371,21 +394,17 @@ class Database:
         self._engine.dispose()
 
 
-async def _finished(work: Coroutine[Any, Any, T]) -> T:
-    """Await ``work``; if the caller is cancelled meanwhile, wait for ``work`` to end
-    before the cancellation goes on (a second cancellation stops the wait)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_outcome_seen)  # moot for a cancelled caller
-        await asyncio.wait((task,))
-        raise
+async def _ended(job: Future[Any]) -> None:
+    """Wait for a thread's ``job`` to end, its outcome moot (the caller was cancelled);
+    a second cancellation stops the wait."""
+    ending = asyncio.wrap_future(job)
+    ending.add_done_callback(_outcome_seen)
+    await asyncio.wait((ending,))
 
 
-def _outcome_seen(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _outcome_seen(ending: asyncio.Future[Any]) -> None:
+    if not ending.cancelled():
+        ending.exception()  # retrieved: asyncio would log it as never retrieved
 
 
 # --- engines -----------------------------------------------------------------

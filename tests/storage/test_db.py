@@ -402,3 +402,26 @@ async def test_cancelled_work_ends_before_its_caller_goes_on(db: Database) -> No
         await caller
     assert ended.is_set()
     assert db.engine.pool.checkedout() == 0
+
+
+@pytest.mark.anyio
+async def test_dispose_waits_for_the_work_under_way(db: Database) -> None:
+    """Work handed to a thread ends before the pool closes: its connection comes back
+    to the pool being disposed of, not to one already gone (then left open)."""
+    if db.backend != "postgresql":
+        pytest.skip("SQLite runs inline: there is no thread to wait for")
+    own = Database(db.url)
+    started, ended = threading.Event(), threading.Event()
+
+    def work() -> None:
+        with own.engine.connect() as connection:
+            started.set()
+            connection.execute(text("SELECT pg_sleep(0.3)"))
+        ended.set()
+
+    caller = asyncio.ensure_future(own.run(work))
+    assert await anyio.to_thread.run_sync(started.wait, 5)
+    own.dispose()
+    assert ended.is_set()
+    await caller
+    assert own.engine.pool.checkedout() == 0
