@@ -379,6 +379,26 @@ async def test_postgresql_runs_at_most_pool_size_threads_at_once(db: Database) -
     assert most == 2
 
 
+class SlowWork:
+    """Database work of 0.3 s in a thread: the test learns when it started and ended."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.started, self.ended = threading.Event(), threading.Event()
+
+    def __call__(self) -> None:
+        with self.db.engine.connect() as connection:
+            self.started.set()
+            connection.execute(text("SELECT pg_sleep(0.3)"))
+        self.ended.set()
+
+    async def under_way(self) -> asyncio.Future[None]:
+        """Its caller, once the work runs in its thread."""
+        caller = asyncio.ensure_future(self.db.run(self))
+        assert await anyio.to_thread.run_sync(self.started.wait, 5)
+        return caller
+
+
 @pytest.mark.anyio
 async def test_cancelled_work_ends_before_its_caller_goes_on(db: Database) -> None:
     """A caller cancelled while its work runs in a thread goes on only once the work
@@ -387,20 +407,12 @@ async def test_cancelled_work_ends_before_its_caller_goes_on(db: Database) -> No
     and psycopg found it deleted while still open (a CI run failed on it)."""
     if db.backend != "postgresql":
         pytest.skip("SQLite runs inline: there is no thread to abandon")
-    started, ended = threading.Event(), threading.Event()
-
-    def work() -> None:
-        with db.engine.connect() as connection:
-            started.set()
-            connection.execute(text("SELECT pg_sleep(0.3)"))
-        ended.set()
-
-    caller = asyncio.ensure_future(db.run(work))
-    assert await anyio.to_thread.run_sync(started.wait, 5)
+    work = SlowWork(db)
+    caller = await work.under_way()
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    assert ended.is_set()
+    assert work.ended.is_set()
     assert db.engine.pool.checkedout() == 0
 
 
@@ -411,17 +423,9 @@ async def test_dispose_waits_for_the_work_under_way(db: Database) -> None:
     if db.backend != "postgresql":
         pytest.skip("SQLite runs inline: there is no thread to wait for")
     own = Database(db.url)
-    started, ended = threading.Event(), threading.Event()
-
-    def work() -> None:
-        with own.engine.connect() as connection:
-            started.set()
-            connection.execute(text("SELECT pg_sleep(0.3)"))
-        ended.set()
-
-    caller = asyncio.ensure_future(own.run(work))
-    assert await anyio.to_thread.run_sync(started.wait, 5)
+    work = SlowWork(own)
+    caller = await work.under_way()
     own.dispose()
-    assert ended.is_set()
+    assert work.ended.is_set()
     await caller
     assert own.engine.pool.checkedout() == 0
