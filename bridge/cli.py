@@ -175,7 +175,7 @@ def _check_database(
 
     from bridge.keys import KeyStore, hash_secret
     from bridge.registry import Registry
-    from bridge.storage.db import Database
+    from bridge.storage.db import Database, SchemaAhead, SchemaBehind
     from bridge.storage.repo import Store
 
     notes: list[str] = []
@@ -192,8 +192,12 @@ def _check_database(
         return notes
     db = Database(settings.database_url)
     try:
-        state = _usable_schema(db, sqlite_behind=True)
+        state = db.schema_state()
+        if state == "ahead":
+            raise SchemaAhead
         if state != "current":
+            if db.backend != "sqlite":
+                raise SchemaBehind
             notes.append(f"database: schema {state}; SQLite upgrades it on first start")
             return notes
         if in_database:
@@ -218,12 +222,15 @@ def _check_database(
 def _check_key_vault(settings: Settings, db: Database) -> list[str]:
     """The keys in the database open with the configured KEK (or are yet to be made)."""
     from bridge.app import key_vault
-    from bridge.keys import KeyStore
+    from bridge.keys import KeyStore, KeyStoreError
 
     vault = key_vault(settings, db)
-    if not vault.load()[1]:
-        return ["keys: created in the database on first start (or `bridge keys migrate`)"]
-    KeyStore.open(vault)  # opens with this KEK, or a KeyStoreError naming the problem
+    try:
+        KeyStore.open(vault)  # opens with this KEK, or a KeyStoreError naming the problem
+    except KeyStoreError:
+        if not vault.load()[1]:  # read again only when it did not open: empty, or the error
+            return ["keys: created in the database on first start (or `bridge keys migrate`)"]
+        raise
     return []
 
 
@@ -701,7 +708,7 @@ def _database(settings: Settings) -> Iterator[Database]:
 
     db = Database(settings.database_url)
     try:
-        _usable_schema(db)
+        db.ensure_schema(auto_upgrade=False)
         yield db
     finally:
         db.dispose()
@@ -710,13 +717,12 @@ def _database(settings: Settings) -> Iterator[Database]:
 def keys_reseal(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """``bridge keys reseal``: seal with the KEK every key blob the previous KEK sealed."""
     from bridge.app import key_vault
-    from bridge.keys import Kek, KeyStore, KeyStoreError, SealedVault
+    from bridge.keys import KeyStore, KeyStoreError, SealedVault
 
     out = out or sys.stdout
     if settings.key_store != "database":
         return _keys_error('reseal works on the keys in the database: key_store = "database"')
     settings.require("database_url", "kek", "kek_file", "kek_previous", "kek_previous_file")
-    assert settings.kek is not None  # load_settings refuses the database without one
     try:
         with _database(settings) as db:
             vault = key_vault(settings, db)
@@ -725,7 +731,7 @@ def keys_reseal(settings: Settings, *, as_json: bool = False, out: TextIO | None
             KeyStore.open(vault)  # everything opens with the KEK now
     except KeyStoreError as exc:
         return _keys_error(str(exc))
-    kek_id = Kek(settings.kek).id.hex()
+    kek_id = vault.kek.id.hex()
     if as_json:
         summary = {"resealed": resealed, "blobs": blobs, "kek_id": kek_id}
         print(json.dumps(summary, indent=2), file=out)
@@ -739,25 +745,11 @@ def keys_reseal(settings: Settings, *, as_json: bool = False, out: TextIO | None
     return EXIT_OK
 
 
-def _usable_schema(db: Database, *, sqlite_behind: bool = False) -> str:
-    """The schema's state if a command may go on: SchemaAhead when it is ahead, and
-    SchemaBehind when it is behind (``sqlite_behind``: unless SQLite, which upgrades
-    itself at start)."""
-    from bridge.storage.db import SchemaAhead, SchemaBehind
-
-    state = db.schema_state()
-    if state == "ahead":
-        raise SchemaAhead
-    if state != "current" and not (sqlite_behind and db.backend == "sqlite"):
-        raise SchemaBehind
-    return state
-
-
 def keys_migrate(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> int:
     """``bridge keys migrate``: copy the keys of ``keys_dir`` into the database, sealed
     with the key-encryption key; idempotent. Then ``key_store = "database"``."""
     from bridge.app import key_vault
-    from bridge.keys import Kek, KeyStore, KeyStoreError
+    from bridge.keys import KeyStore, KeyStoreError, SealedVault
 
     out = out or sys.stdout
     settings.require("database_url", "kek", "kek_file")
@@ -771,6 +763,7 @@ def keys_migrate(settings: Settings, *, as_json: bool = False, out: TextIO | Non
         source = KeyStore.open(settings.keys_dir)
         with _database(settings) as db:
             target = key_vault(database_settings, db)
+            assert isinstance(target, SealedVault)
             store, copied = source.copy_into(target)
     except KeyStoreError as exc:
         return _keys_error(str(exc))
@@ -780,14 +773,14 @@ def keys_migrate(settings: Settings, *, as_json: bool = False, out: TextIO | Non
         "from": str(settings.keys_dir),
         "signing_keys": len(infos),
         "keyring_keys": len(store.keyring_ids()),
-        "kek_id": Kek(settings.kek).id.hex(),
+        "kek_id": target.kek.id.hex(),
     }
     if as_json:
         print(json.dumps(summary, indent=2), file=out)
         return EXIT_OK
     verb = "Copied" if copied else "Already in the database, nothing copied:"
     print(
-        f"{verb} {len(infos)} signing key(s) and the keyring ({len(store.keyring_ids())} "
+        f"{verb} {len(infos)} signing key(s) and the keyring ({summary['keyring_keys']} "
         f"key(s)) from {settings.keys_dir}, sealed with key-encryption key {summary['kek_id']}.\n"
         'Next: set key_store = "database" in bridge.toml and restart every bridge process. '
         f"Keep {settings.keys_dir} as a backup until all of them run on the database.",

@@ -39,11 +39,10 @@ from bridge.keys.signing import (
     retire_after_seconds,
     vault_of,
 )
-from bridge.keys.vault import KEK_BYTES, Kek, SealedVault, Vault
+from bridge.keys.vault import Kek, SealedVault, Vault
 
 __all__ = [
     "DEFAULT_PUBLISH_LEAD_SECONDS",
-    "KEK_BYTES",
     "KEYRING",
     "KEYS_POLL_SECONDS",
     "MANIFEST",

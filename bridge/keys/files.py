@@ -91,10 +91,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
-
-
 def dump_entries(entries: list[dict[str, Any]]) -> bytes:
     """A versioned JSON file whose ``keys`` list is ``entries`` (manifest, keyring)."""
     return (json.dumps({"version": FORMAT_VERSION, "keys": entries}, indent=2) + "\n").encode()
