@@ -259,20 +259,17 @@ def config_for(
     folder: Path, database_url: str, *, key_store: str = "files", kek: bytes | None = None
 ) -> Path:
     extra = f'key_store = "{key_store}"\n'
-    write_config(
+    if kek is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kek").write_text(kek_text(kek) + "\n")
+        extra += 'kek_file = "kek"\n'
+    return write_config(
         folder,
         issuer=ISSUER,
         database_url=database_url,
         imis_url="https://example.imiscloud.com",
-        extra="",
+        extra=extra,
     )
-    main = folder / "bridge.toml"
-    lines = main.read_text().replace('log_level = "info"\n', f'log_level = "info"\n{extra}')
-    if kek is not None:
-        (folder / "kek").write_text(kek_text(kek) + "\n")
-        lines = lines.replace(extra, extra + 'kek_file = "kek"\n')
-    main.write_text(lines)
-    return folder
 
 
 def test_c3_keys_migrate_copies_the_folder_into_the_database_once(

@@ -98,7 +98,7 @@ throttle_max_seconds = 30
 register(PORTAL_SECRET, ZENDESK_SECRET)
 
 
-# --- where the keys live: the one place to change when they move into the database ---------
+# --- the keys: in the database, sealed with a KEK every process gets --------------------------
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,6 @@ class Keys:
     with a key-encryption key every process gets in ``BRIDGE_KEK``; the processes share
     nothing else (keys_dir is never created)."""
 
-    toml: str = ""
     env: Mapping[str, str] = field(
         default_factory=lambda: {
             "BRIDGE_KEY_STORE": "database",
@@ -120,25 +119,13 @@ class Keys:
         command, run in this process: a new interpreter would only add seconds of imports)."""
         argv = ["keys", "rotate", "--config", str(config), "--json", *options]
         out = io.StringIO()
-        with patched_environ(self.env), contextlib.redirect_stdout(out):
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out):
+            for name, value in self.env.items():
+                patch.setenv(name, value)
             code = cli.main(argv)
         assert code == 0, out.getvalue()
         result: dict[str, Any] = json.loads(out.getvalue())
         return result
-
-
-@contextmanager
-def patched_environ(extra: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 KEYS = Keys()
@@ -259,7 +246,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_database: str) -> 
             database_url=cluster_database,
             imis_url=imis_url,
             registrations=REGISTRATIONS,
-            extra=THROTTLE + KEYS.toml,
+            extra=THROTTLE,
         )
         upgrade = subprocess.run(
             [sys.executable, "-m", "bridge", "db", "upgrade", "--config", str(config)],

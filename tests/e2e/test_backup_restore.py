@@ -22,7 +22,7 @@ import pytest
 from bridge.demo.simulator import create_simulator
 from bridge.settings import load_settings
 from tests.e2e.test_two_processes import REGISTRATIONS, portal, verify_at
-from tests.oauth.rp import http_client, new_browser
+from tests.oauth.rp import new_browser
 from tests.support.bridge import Harness, write_config
 from tests.support.leaks import register
 from tests.support.process import bridge_process
@@ -42,12 +42,6 @@ register(KEK)  # no log line of the run may hold it
 def imis_url() -> Iterator[str]:
     with serve(create_simulator()) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
 
 
 def bridge_at(folder: Path, imis_url: str, port: int) -> Harness:

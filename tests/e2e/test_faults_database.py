@@ -49,12 +49,6 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         yield outage
 
 
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
-
-
 def portal(bridge: Harness, http: httpx.Client) -> Rp:
     return Rp(bridge, http, "portal", SECRET, CALLBACK)
 

@@ -37,7 +37,7 @@ from sqlalchemy.pool import NullPool
 from bridge.demo.simulator import create_simulator
 from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
-from tests.oauth.rp import Rp, http_client, new_browser
+from tests.oauth.rp import Rp, new_browser
 from tests.support.bridge import (
     Harness,
     helpdesk_registration,
@@ -142,12 +142,6 @@ def bridge(
 @pytest.fixture(scope="module")
 def tally() -> Tally:
     return Tally()
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
 
 
 # --- the database, as the process left it ----------------------------------------------------

@@ -26,7 +26,7 @@ from bridge.settings import load_settings
 from bridge.storage import Database
 from tests.conftest import DatabaseFactory
 from tests.e2e.test_two_processes import REGISTRATIONS, code_from, portal, verify_at
-from tests.oauth.rp import http_client, jwks, new_browser, sign_in
+from tests.oauth.rp import jwks, new_browser, sign_in
 from tests.support.bridge import Harness, write_config
 from tests.support.leaks import register
 from tests.support.process import bridge_process
@@ -62,12 +62,6 @@ def cluster(
             stack.enter_context(bridge_process(tmp, port, *args, env=ENV))
             bridges.append(Harness(f"http://127.0.0.1:{port}", imis, config, settings, None))
         yield bridges[0], bridges[1], url
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
 
 
 def kids(http: httpx.Client, bridge: Harness) -> set[str]:

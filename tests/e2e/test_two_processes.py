@@ -32,7 +32,7 @@ from bridge.demo.simulator import create_simulator
 from bridge.keys import retire_after_seconds
 from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
-from tests.oauth.rp import Authorization, Rp, http_client, jwks, new_browser, query_of
+from tests.oauth.rp import Authorization, Rp, jwks, new_browser, query_of
 from tests.support.bridge import Harness, write_config
 from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
@@ -108,12 +108,6 @@ def pair(
     setup = new_setup(tmp, database_factory.migrated_url(), imis_url)
     with started(setup, tmp / "a", setup.port) as a, started(setup, tmp / "b", free_port()) as b:
         yield a, b
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[httpx.Client]:
-    with http_client() as client:
-        yield client
 
 
 def portal(bridge: Harness, http: httpx.Client) -> Rp:
