@@ -35,7 +35,6 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from bridge.demo.simulator import create_simulator
-from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
 from tests.oauth.rp import Rp, new_browser
 from tests.support.bridge import (
@@ -43,10 +42,10 @@ from tests.support.bridge import (
     helpdesk_registration,
     hidden_fields,
     portal_registration,
+    served_bridge,
     write_config,
 )
 from tests.support.leaks import register
-from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.slow
@@ -128,15 +127,8 @@ def bridge(
         registrations=REGISTRATIONS,
         extra=IMIS,
     )
-    args = ("serve", "--config", str(config), "--port", str(port))
-    with bridge_process(tmp, port, *args):
-        yield Harness(
-            url=f"http://127.0.0.1:{port}",
-            imis_url=imis.url,
-            config_dir=config,
-            settings=load_settings(config, env={}),
-            app=None,
-        )
+    with served_bridge(tmp, config, port, imis.url) as (bridge, _):
+        yield bridge
 
 
 @pytest.fixture(scope="module")

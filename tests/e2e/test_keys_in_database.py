@@ -22,12 +22,11 @@ from sqlalchemy import text
 
 from bridge import cli
 from bridge.demo.simulator import create_simulator
-from bridge.settings import load_settings
 from bridge.storage import Database
 from tests.conftest import DatabaseFactory
 from tests.e2e.test_two_processes import REGISTRATIONS, code_from, portal, verify_at
 from tests.oauth.rp import jwks, new_browser, sign_in
-from tests.support.bridge import Harness, write_config
+from tests.support.bridge import Harness, served_bridge, write_config
 from tests.support.leaks import register
 from tests.support.process import bridge_process
 from tests.support.servers import free_port, serve
@@ -55,13 +54,9 @@ def cluster(
             imis_url=imis,
             registrations=REGISTRATIONS,
         )
-        settings = load_settings(config, env=ENV)
-        bridges = []
-        for port in (port_a, port_b):
-            args = ("serve", "--config", str(config), "--port", str(port))
-            stack.enter_context(bridge_process(tmp, port, *args, env=ENV))
-            bridges.append(Harness(f"http://127.0.0.1:{port}", imis, config, settings, None))
-        yield bridges[0], bridges[1], url
+        a, _ = stack.enter_context(served_bridge(tmp, config, port_a, imis, env=ENV))
+        b, _ = stack.enter_context(served_bridge(tmp, config, port_b, imis, env=ENV))
+        yield a, b, url
 
 
 def kids(http: httpx.Client, bridge: Harness) -> set[str]:

@@ -33,8 +33,7 @@ from bridge.keys import retire_after_seconds
 from bridge.settings import load_settings
 from tests.conftest import DatabaseFactory
 from tests.oauth.rp import Authorization, Rp, jwks, new_browser, query_of
-from tests.support.bridge import Harness, write_config
-from tests.support.process import bridge_process
+from tests.support.bridge import Harness, served_bridge, write_config
 from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.slow
@@ -88,15 +87,8 @@ def new_setup(tmp: Path, database_url: str, imis_url: str) -> Setup:
 def started(setup: Setup, logs: Path, port: int) -> Iterator[Harness]:
     """``bridge serve`` on ``setup``'s configuration, listening on ``port``."""
     logs.mkdir(parents=True, exist_ok=True)
-    args = ("serve", "--config", str(setup.config), "--port", str(port))
-    with bridge_process(logs, port, *args):
-        yield Harness(
-            url=f"http://127.0.0.1:{port}",
-            imis_url=setup.imis_url,
-            config_dir=setup.config,
-            settings=load_settings(setup.config, env={}),
-            app=None,
-        )
+    with served_bridge(logs, setup.config, port, setup.imis_url) as (bridge, _):
+        yield bridge
 
 
 @pytest.fixture(scope="module")

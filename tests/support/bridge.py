@@ -24,6 +24,7 @@ from bridge.app import create_app
 from bridge.demo.simulator import create_simulator
 from bridge.settings import Settings, load_settings
 from tests.support.leaks import register, register_response
+from tests.support.process import BridgeProcess, bridge_process
 from tests.support.servers import free_port, serve
 
 SERVICE_USER = "bridge-service"
@@ -150,6 +151,18 @@ def _section_merge(extra: str, defaults: Mapping[str, Mapping[str, Any]]) -> str
                 out.append(f"{key} = {json.dumps(value)}")
         out.extend(given)
     return "\n".join(out) + "\n"
+
+
+@contextmanager
+def served_bridge(
+    logs: Path, config: Path, port: int, imis_url: str, *, env: Mapping[str, str] = {}
+) -> Iterator[tuple[Harness, BridgeProcess]]:
+    """``bridge serve`` in a process of its own on ``config``, listening on ``port`` (its
+    log in ``logs``, ``env`` added to its environment and read by its settings here too)."""
+    args = ("serve", "--config", str(config), "--port", str(port))
+    with bridge_process(logs, port, *args, env=env) as process:
+        settings = load_settings(config, env=env)
+        yield Harness(f"http://127.0.0.1:{port}", imis_url, config, settings, None), process
 
 
 @contextmanager

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from bridge.demo.simulator import create_simulator
-from bridge.settings import load_settings
 from bridge.storage import Database
-from tests.support.bridge import Harness, write_config
+from tests.support.bridge import Harness, served_bridge, write_config
 from tests.support.postgres import PrivatePostgres, private_postgres, unavailable_reason
-from tests.support.process import BridgeProcess, bridge_process
+from tests.support.process import BridgeProcess
 from tests.support.servers import free_port, serve
 
 
@@ -48,15 +47,7 @@ def bridge_on_private_postgres(tmp: Path, registrations: Mapping[str, str]) -> I
             imis_url=imis_url,
             registrations=registrations,
         )
-        args = ("serve", "--config", str(config), "--port", str(port))
-        with bridge_process(tmp, port, *args) as process:
-            bridge = Harness(
-                url=f"http://127.0.0.1:{port}",
-                imis_url=imis_url,
-                config_dir=config,
-                settings=load_settings(config, env={}),
-                app=None,
-            )
+        with served_bridge(tmp, config, port, imis_url) as (bridge, process):
             try:
                 yield Outage(cluster, bridge, process)
             finally:
