@@ -604,34 +604,32 @@ class Database:
             )
             db = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=5)
             try:
-                names = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table' "
-                        "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version' ORDER BY name"
-                    )
-                ]
-                rows = {
-                    n: int(db.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names
-                }
+                return size, _row_counts(
+                    db,
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' AND name != 'alembic_version' ORDER BY name",
+                )
             finally:
                 db.close()
-            return size, rows
         import psycopg
 
         with psycopg.connect(self.url.replace("+psycopg", ""), autocommit=True) as conn:
             size = int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
-            names = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename != 'alembic_version' ORDER BY tablename"
-                )
-            ]
-            rows = {
-                n: int(conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names
-            }
-        return size, rows
+            return size, _row_counts(
+                conn,
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename != 'alembic_version' ORDER BY tablename",
+            )
+
+
+def _row_counts(connection: Any, tables_query: str) -> dict[str, int]:
+    """The rows of each table that ``tables_query`` names, on a sqlite3 or psycopg
+    connection (both execute SQL on the connection and iterate the result)."""
+    names = [row[0] for row in connection.execute(tables_query)]
+    return {
+        name: int(connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
+        for name in names
+    }
 
 
 @dataclass
